@@ -1,0 +1,35 @@
+//! Build-script helper for every crate whose binaries or tests link libtorch.
+//!
+//! `torch-sys` tells the linker where libtorch is, but not the loader: without an
+//! rpath a freshly built `dartboard` fails with "libtorch_cpu.so: cannot open shared
+//! object file" unless the user exports `LD_LIBRARY_PATH`. Cargo only forwards
+//! link arguments from a package's own build script to that package's binaries and
+//! tests, so each such package calls [`link_libtorch`] from its `build.rs` (and lists
+//! `torch-sys` as a dependency, which is what gives it `DEP_TCH_LIBTORCH_LIB`).
+
+use std::path::PathBuf;
+
+/// Emits the rpath to libtorch's `lib/` directory and, when libtorch was built with
+/// CUDA, forces `libtorch_cuda.so` to be linked.
+///
+/// The CUDA part matters because rustc links with `--as-needed`: nothing in our code
+/// references a symbol of `libtorch_cuda.so` directly, so the linker would drop it and
+/// `tch::Cuda::is_available()` would silently report `false` on a GPU machine.
+pub fn link_libtorch() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    // Canonical, so a binary copied out of the checkout still finds the real
+    // directory rather than the checkout's `.libtorch` link.
+    let Some(lib_dir) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(|d| {
+        let dir = PathBuf::from(d);
+        dir.canonicalize().unwrap_or(dir)
+    }) else {
+        // torch-sys only publishes the directory on Linux and macOS.
+        println!("cargo:rustc-env=DARTBOARD_LIBTORCH_LIB=");
+        return;
+    };
+    println!("cargo:rustc-env=DARTBOARD_LIBTORCH_LIB={}", lib_dir.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    if lib_dir.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+}

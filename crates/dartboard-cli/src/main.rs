@@ -1,0 +1,192 @@
+//! `dartboard`: embed texts, inspect the setup, run the Dartboard demo.
+//!
+//! Thin on purpose: flags become [`dartboard_config::Overrides`], and everything else
+//! is the library crates' work. Errors print their whole chain and exit non-zero.
+
+mod demo;
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dartboard_config::{DType, DeviceSpec, EmbeddingConfig, Overrides};
+use dartboard_embeddings::SentenceEmbedder;
+
+#[derive(Parser)]
+#[command(name = "dartboard", version, about = "Sentence embeddings on libtorch, the sentence-transformers way")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts and write one JSON line `{"embedding":[...]}` per text, in input order.
+    Embed(EmbedArgs),
+    /// Show the active model, its dimension, device, cache and libtorch.
+    Info(ModelArgs),
+    /// Embed eight sample documents and retrieve for a query with Dartboard.
+    Demo(ModelArgs),
+}
+
+/// Flags shared by every command that loads a model; each beats its environment
+/// variable, which beats the config file.
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Model name (all-MiniLM-L6-v2), ORG/NAME[@REVISION], or a local directory [env: EMBEDDING_MODEL]
+    #[arg(long)]
+    model: Option<String>,
+    /// cpu, cuda, cuda:N or auto [env: EMBEDDING_DEVICE]
+    #[arg(long)]
+    device: Option<DeviceSpec>,
+    /// Compute precision: f32, bf16 or f16 [env: EMBEDDING_DTYPE]
+    #[arg(long)]
+    dtype: Option<DType>,
+    /// Texts per forward pass [env: EMBEDDING_BATCH_SIZE]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Read texts from FILE (UTF-8, one text per line; every line is a text). `-` is stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "texts")]
+    input: Option<PathBuf>,
+    /// Write JSON Lines to FILE instead of stdout (replaced atomically).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Texts to embed.
+    texts: Vec<String>,
+}
+
+impl ModelArgs {
+    fn config(&self) -> Result<EmbeddingConfig> {
+        let overrides = Overrides {
+            model: self.model.clone(),
+            device: self.device,
+            dtype: self.dtype,
+            batch_size: self.batch_size.map(|b| b as usize),
+            ..Overrides::default()
+        };
+        Ok(EmbeddingConfig::load(&overrides)?)
+    }
+
+    fn load(&self) -> Result<(EmbeddingConfig, SentenceEmbedder)> {
+        let config = self.config()?;
+        let model = SentenceEmbedder::from_config(&config)
+            .with_context(|| format!("cannot load embedding model {}", config.model))?;
+        Ok((config, model))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    dartboard_api::init_tracing();
+    let result = match cli.command {
+        Command::Embed(args) => embed(args),
+        Command::Info(args) => info(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
+}
+
+fn embed(args: EmbedArgs) -> Result<()> {
+    let texts = match &args.input {
+        Some(path) => read_lines(path)?,
+        None if !args.texts.is_empty() => args.texts.clone(),
+        None => bail!("no texts to embed: pass them as arguments or with --input FILE"),
+    };
+    // Load only after the input is known to be readable: a typo in --input should not
+    // cost a model load.
+    let (_, model) = args.model.load()?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let embeddings = model.encode(&refs)?;
+    let write_all = |out: &mut dyn Write| -> Result<()> {
+        for row in embeddings.rows() {
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "embedding": row }))?;
+            out.write_all(b"\n")?;
+        }
+        Ok(out.flush()?)
+    };
+    match &args.output {
+        Some(path) => write_atomically(path, write_all),
+        None => write_all(&mut BufWriter::new(io::stdout().lock())),
+    }
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        if io::stdin().is_terminal() {
+            bail!("--input - reads texts from stdin, but stdin is a terminal; pipe the texts in");
+        }
+        io::stdin().read_to_string(&mut text).context("reading texts from stdin (must be UTF-8)")?;
+    } else {
+        let file = File::open(path).with_context(|| format!("cannot open input file {}", path.display()))?;
+        io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read input file {} (it must be UTF-8 text)", path.display()))?;
+    }
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// Writes to a temporary file beside `path` and renames it into place, so a failure
+/// half-way never leaves a truncated output file.
+fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create output file in {}", dir.display()))?;
+    {
+        let mut out = BufWriter::new(tmp.as_file_mut());
+        write(&mut out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn info(args: ModelArgs) -> Result<()> {
+    let config = args.config()?;
+    println!("model:            {}", config.model);
+    println!("device:           {}", config.device);
+    println!("dtype:            {}", config.dtype);
+    println!("batch size:       {}", config.batch_size);
+    println!("cache dir:        {}", config.cache_dir.display());
+    if let Some(file) = &config.config_file {
+        println!("config file:      {}", file.display());
+    }
+    println!("libtorch:         {} ({})", dartboard_embeddings::LIBTORCH_VERSION, dartboard_embeddings::LIBTORCH_LIB_DIR);
+    println!("cuda available:   {}", dartboard_embeddings::cuda_available());
+    println!("threads:          {}", dartboard_embeddings::intra_op_threads());
+    let started = Instant::now();
+    let model = SentenceEmbedder::from_config(&config).with_context(|| format!("cannot load embedding model {}", config.model))?;
+    println!("model files:      {}", model.files().dir().display());
+    if let Some(revision) = model.files().revision() {
+        println!("revision:         {revision}");
+    }
+    println!("embedding dim:    {}", model.embedding_dim());
+    println!("max seq length:   {}", model.max_seq_length());
+    println!("running on:       {}", model.device_name());
+    println!("load time:        {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}
+

@@ -1,0 +1,190 @@
+//! BERT (Devlin et al. 2018, arXiv:1810.04805), the encoder of all-MiniLM, e5 and bge.
+//!
+//! Mirrors transformers' `BertModel`
+//! (`src/transformers/models/bert/modeling_bert.py`): learned absolute positions,
+//! token types, post-LayerNorm residual blocks. The pooler head is not loaded:
+//! sentence-transformers pools the token embeddings itself.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use super::{Activation, LayerNorm, Linear};
+use crate::weights::{Scope, Weights};
+use crate::{EmbedError, Encoder, EncoderInput};
+
+/// The fields of a BERT `config.json` this implementation reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Rows of the word embedding table.
+    pub vocab_size: i64,
+    /// Width of every hidden state.
+    pub hidden_size: i64,
+    /// Transformer blocks.
+    pub num_hidden_layers: usize,
+    /// Attention heads per block.
+    pub num_attention_heads: i64,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: i64,
+    /// Feed-forward activation.
+    pub hidden_act: Activation,
+    /// Rows of the position embedding table.
+    pub max_position_embeddings: i64,
+    /// Rows of the token type table; some distilled checkpoints omit the key.
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: i64,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// Only `absolute` is implemented (every documented model uses it).
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+fn default_type_vocab_size() -> i64 {
+    2
+}
+
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+
+/// The BERT encoder stack.
+pub struct BertModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    hidden_size: i64,
+    max_positions: i64,
+}
+
+impl BertModel {
+    /// Builds the model from its weights; missing tensors are collected in `weights`.
+    pub fn load(weights: &mut Weights, config: &Config, config_path: &Path) -> Result<Self, EmbedError> {
+        if let Some(kind) = config.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
+            return Err(EmbedError::InvalidFile {
+                path: config_path.to_path_buf(),
+                reason: format!("position_embedding_type {kind:?} is not supported (only \"absolute\")"),
+            });
+        }
+        if config.num_attention_heads <= 0 || config.hidden_size % config.num_attention_heads != 0 {
+            return Err(EmbedError::InvalidFile {
+                path: config_path.to_path_buf(),
+                reason: format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    config.hidden_size, config.num_attention_heads
+                ),
+            });
+        }
+        weights.detect_prefix("embeddings.word_embeddings.weight");
+        let root = weights.pp("");
+        let embeddings = Embeddings::load(&root.pp("embeddings"), config);
+        let encoder = root.pp("encoder").pp("layer");
+        let layers = (0..config.num_hidden_layers).map(|i| Layer::load(&encoder.pp(i), config)).collect();
+        Ok(BertModel {
+            embeddings,
+            layers,
+            hidden_size: config.hidden_size,
+            max_positions: config.max_position_embeddings,
+        })
+    }
+}
+
+impl Encoder for BertModel {
+    fn hidden_size(&self) -> i64 {
+        self.hidden_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions as usize
+    }
+
+    fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
+        let (batch, seq) = input.input_ids.size2()?;
+        // Boolean [B, 1, 1, T]: true where a key may be attended to. Broadcasting over
+        // heads and queries gives the same result as transformers' expanded 4-D mask.
+        let mask = input.attention_mask.f_ne(0)?.f_view([batch, 1, 1, seq])?;
+        let mut hidden = self.embeddings.forward(&input.input_ids, &input.token_type_ids)?;
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, &mask)?;
+        }
+        Ok(hidden)
+    }
+}
+
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(w: &Scope<'_>, c: &Config) -> Self {
+        Embeddings {
+            word: w.pp("word_embeddings").get("weight", &[c.vocab_size, c.hidden_size]),
+            position: w.pp("position_embeddings").get("weight", &[c.max_position_embeddings, c.hidden_size]),
+            token_type: w.pp("token_type_embeddings").get("weight", &[c.type_vocab_size, c.hidden_size]),
+            norm: LayerNorm::load(&w.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps),
+        }
+    }
+
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor, EmbedError> {
+        let seq = input_ids.size()[1];
+        let positions = Tensor::f_arange(seq, (Kind::Int64, input_ids.device()))?;
+        let words = Tensor::f_embedding(&self.word, input_ids, -1, false, false)?;
+        let types = Tensor::f_embedding(&self.token_type, token_type_ids, -1, false, false)?;
+        let pos = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;
+        self.norm.forward(&words.f_add(&types)?.f_add(&pos)?)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    activation: Activation,
+    output: Linear,
+    output_norm: LayerNorm,
+    heads: i64,
+}
+
+impl Layer {
+    fn load(w: &Scope<'_>, c: &Config) -> Self {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let attention = w.pp("attention");
+        let this = attention.pp("self");
+        Layer {
+            query: Linear::load(&this.pp("query"), h, h),
+            key: Linear::load(&this.pp("key"), h, h),
+            value: Linear::load(&this.pp("value"), h, h),
+            attention_out: Linear::load(&attention.pp("output").pp("dense"), h, h),
+            attention_norm: LayerNorm::load(&attention.pp("output").pp("LayerNorm"), h, c.layer_norm_eps),
+            intermediate: Linear::load(&w.pp("intermediate").pp("dense"), h, i),
+            activation: c.hidden_act,
+            output: Linear::load(&w.pp("output").pp("dense"), i, h),
+            output_norm: LayerNorm::load(&w.pp("output").pp("LayerNorm"), h, c.layer_norm_eps),
+            heads: c.num_attention_heads,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor, EmbedError> {
+        let (batch, seq, hidden) = xs.size3()?;
+        let head_dim = hidden / self.heads;
+        let split_heads = |t: Tensor| -> Result<Tensor, EmbedError> {
+            Ok(t.f_view([batch, seq, self.heads, head_dim])?.f_transpose(1, 2)?)
+        };
+        let q = split_heads(self.query.forward(xs)?)?;
+        let k = split_heads(self.key.forward(xs)?)?;
+        let v = split_heads(self.value.forward(xs)?)?;
+        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
+            .f_transpose(1, 2)?
+            .f_reshape([batch, seq, hidden])?;
+        let attended = self.attention_norm.forward(&self.attention_out.forward(&context)?.f_add(xs)?)?;
+        let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
+        self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)
+    }
+}

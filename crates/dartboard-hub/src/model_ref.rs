@@ -1,0 +1,150 @@
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::HubError;
+
+/// What the user asked for: a local directory or a Hub repo at a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelRef {
+    /// A directory on disk, used as is.
+    Local(PathBuf),
+    /// A Hub repository.
+    Hub {
+        /// `org/name`; a bare name has already been expanded to `sentence-transformers/name`.
+        repo_id: String,
+        /// Branch, tag or commit; `main` when none was given.
+        revision: String,
+    },
+}
+
+impl ModelRef {
+    /// Parses a reference. Existing directories win over names, as in
+    /// sentence-transformers; anything that looks like a path but is not a directory
+    /// is an error rather than a Hub lookup.
+    pub fn parse(reference: &str) -> Result<Self, HubError> {
+        let trimmed = reference.trim();
+        let path = Path::new(trimmed);
+        if !trimmed.is_empty() && path.is_dir() {
+            return Ok(ModelRef::Local(path.to_path_buf()));
+        }
+        if looks_like_path(trimmed) {
+            if path.exists() {
+                return Err(invalid(reference, "this path exists but is not a directory; pass the model's directory"));
+            }
+            return Err(HubError::NoSuchDirectory { path: path.to_path_buf() });
+        }
+        let (name, revision) = match trimmed.split_once('@') {
+            Some((name, rev)) => (name, rev),
+            None => (trimmed, "main"),
+        };
+        validate_name(reference, name)?;
+        validate_revision(reference, revision)?;
+        Ok(ModelRef::Hub {
+            repo_id: dartboard_config::canonical_repo_id(name),
+            revision: revision.to_owned(),
+        })
+    }
+
+    /// The Hub repo id, if this is a Hub reference.
+    pub fn repo_id(&self) -> Option<&str> {
+        match self {
+            ModelRef::Hub { repo_id, .. } => Some(repo_id),
+            ModelRef::Local(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelRef::Local(path) => write!(f, "{}", path.display()),
+            ModelRef::Hub { repo_id, revision } if revision == "main" => f.write_str(repo_id),
+            ModelRef::Hub { repo_id, revision } => write!(f, "{repo_id}@{revision}"),
+        }
+    }
+}
+
+fn looks_like_path(s: &str) -> bool {
+    s.starts_with('/')
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || s.starts_with('~')
+        || s == "."
+        || s == ".."
+        || s.contains('\\')
+}
+
+fn invalid(reference: &str, reason: &str) -> HubError {
+    HubError::InvalidReference { reference: reference.to_owned(), reason: reason.to_owned() }
+}
+
+/// Hub rules, which also guarantee the name cannot leave the cache directory:
+/// one or two segments of `[A-Za-z0-9._-]`, no segment starting with `.` or `-`,
+/// no `--` (the cache uses it as the separator) and no `..`.
+fn validate_name(reference: &str, name: &str) -> Result<(), HubError> {
+    const RULE: &str = "expected NAME or ORG/NAME made of letters, digits, '-', '_' and '.' (or an existing directory)";
+    let segments: Vec<&str> = name.split('/').collect();
+    if segments.len() > 2 || name.contains("..") || name.contains("--") {
+        return Err(invalid(reference, RULE));
+    }
+    for segment in segments {
+        let ok = !segment.is_empty()
+            && segment.len() <= 96
+            && !segment.starts_with(['.', '-'])
+            && segment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(invalid(reference, RULE));
+        }
+    }
+    Ok(())
+}
+
+/// Revisions become file names under `refs/` (`refs/pr/1` is a real Hub ref), so
+/// slashes are allowed but no segment may be empty, `.` or `..`.
+fn validate_revision(reference: &str, revision: &str) -> Result<(), HubError> {
+    let ok = !revision.is_empty()
+        && revision.len() <= 256
+        && revision.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && revision.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(reference, "the revision after '@' must be a branch, tag or commit hash"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(repo_id: &str, revision: &str) -> ModelRef {
+        ModelRef::Hub { repo_id: repo_id.into(), revision: revision.into() }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(ModelRef::parse("all-MiniLM-L6-v2").unwrap(), hub("sentence-transformers/all-MiniLM-L6-v2", "main"));
+        assert_eq!(ModelRef::parse("BAAI/bge-small-en-v1.5").unwrap(), hub("BAAI/bge-small-en-v1.5", "main"));
+        assert_eq!(ModelRef::parse("org/m@v1.0").unwrap(), hub("org/m", "v1.0"));
+        assert_eq!(ModelRef::parse("org/m@refs/pr/1").unwrap(), hub("org/m", "refs/pr/1"));
+    }
+
+    #[test]
+    fn directories_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().to_str().unwrap();
+        assert_eq!(ModelRef::parse(s).unwrap(), ModelRef::Local(dir.path().to_path_buf()));
+    }
+
+    #[test]
+    fn escapes_are_rejected() {
+        for bad in ["../no-such-model-dir", "org/..", "a/../b", "org/name/extra", "org/.hidden", "a--b", "", "org/m@../x", "org/m@", "x y"] {
+            assert!(ModelRef::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+        let err = ModelRef::parse("/definitely/not/here").unwrap_err();
+        assert!(matches!(err, HubError::NoSuchDirectory { .. }), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = ModelRef::parse(file.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+    }
+}

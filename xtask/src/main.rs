@@ -1,0 +1,83 @@
+//! Project tooling, in plain Rust so it runs on a machine with nothing but the
+//! toolchain (it never links libtorch).
+//!
+//! - `cargo xtask setup`: the reference Python environment with libtorch 2.13.0, the
+//!   `.libtorch` link the build uses, and the default model in the cache.
+//! - `cargo xtask test`: setup, reference outputs from sentence-transformers, then
+//!   every test in the workspace.
+//! - `cargo xtask demo`: setup, a release build, `dartboard demo`.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <setup | test [CARGO TEST ARGS...] | demo>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run().map(|_| ()),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(anyhow::anyhow!("{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+}
+
+/// Where the shared test data lives: `DARTBOARD_DATA_DIR`, else `../shared/data`
+/// beside the checkout.
+fn data_dir() -> PathBuf {
+    std::env::var_os("DARTBOARD_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let env = setup::run()?;
+    let sts_dev = data_dir().join("stsbenchmark/sts-dev.csv");
+    if !sts_dev.is_file() {
+        bail!("STS Benchmark dev split not found at {}; set DARTBOARD_DATA_DIR to the shared data directory", sts_dev.display());
+    }
+    setup::reference_outputs(&env, &sts_dev)?;
+    // The CLI tests run the real binary, so build it first.
+    run(cargo().args(["build", "--package", "dartboard-cli"]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra).env("DARTBOARD_DATA_DIR", data_dir()))
+}
+
+fn demo() -> Result<()> {
+    setup::run()?;
+    run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    run(&mut Command::new(target.join("release/dartboard")).arg("demo"))
+}

