@@ -67,7 +67,10 @@ fn test(extra: &[String]) -> Result<()> {
     let env = setup::run()?;
     let sts_dev = data_dir().join("stsbenchmark/sts-dev.csv");
     if !sts_dev.is_file() {
-        bail!("STS Benchmark dev split not found at {}; set DARTBOARD_DATA_DIR to the shared data directory", sts_dev.display());
+        bail!(
+            "STS Benchmark dev split not found at {}; set DARTBOARD_DATA_DIR to the shared data directory",
+            sts_dev.display()
+        );
     }
     setup::reference_outputs(&env, &sts_dev)?;
     // The CLI tests run the real binary, so build it first.
@@ -79,5 +82,5 @@ fn demo() -> Result<()> {
     setup::run()?;
     run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    run(&mut Command::new(target.join("release/dartboard")).arg("demo"))
+    run(Command::new(target.join("release/dartboard")).arg("demo"))
 }

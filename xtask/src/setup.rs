@@ -46,8 +46,8 @@ fn venv_dir() -> Result<PathBuf> {
 
 fn ensure_venv(venv: &Path) -> Result<()> {
     let requirements_path = root().join("xtask/python/requirements.txt");
-    let requirements = fs::read_to_string(&requirements_path)
-        .with_context(|| format!("reading {}", requirements_path.display()))?;
+    let requirements =
+        fs::read_to_string(&requirements_path).with_context(|| format!("reading {}", requirements_path.display()))?;
     let marker = venv.join(".dartboard-requirements");
     if fs::read_to_string(&marker).is_ok_and(|done| done == requirements) {
         return Ok(());
@@ -55,12 +55,18 @@ fn ensure_venv(venv: &Path) -> Result<()> {
     if !venv.join("bin/python").is_file() {
         let python = std::env::var("DARTBOARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         fs::create_dir_all(venv.parent().expect("venv has a parent"))?;
-        crate::run(Command::new(&python).args(["-m", "venv"]).arg(venv))
-            .with_context(|| format!("creating a Python venv with {python} (set DARTBOARD_PYTHON to another interpreter)"))?;
+        crate::run(Command::new(&python).args(["-m", "venv"]).arg(venv)).with_context(|| {
+            format!("creating a Python venv with {python} (set DARTBOARD_PYTHON to another interpreter)")
+        })?;
     }
-    eprintln!("xtask: installing torch=={TORCH_VERSION} and sentence-transformers into {} (several GB, once)", venv.display());
-    crate::run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements_path))
-        .context("installing the Python reference environment from PyPI")?;
+    eprintln!(
+        "xtask: installing torch=={TORCH_VERSION} and sentence-transformers into {} (several GB, once)",
+        venv.display()
+    );
+    crate::run(
+        Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements_path),
+    )
+    .context("installing the Python reference environment from PyPI")?;
     fs::write(&marker, requirements)?;
     Ok(())
 }
@@ -85,7 +91,10 @@ fn link_libtorch(torch: &Path) -> Result<()> {
         return Ok(());
     }
     if !torch.join("lib/libtorch_cpu.so").is_file() {
-        bail!("{} has no lib/libtorch_cpu.so; the torch install is broken, delete the venv and run setup again", torch.display());
+        bail!(
+            "{} has no lib/libtorch_cpu.so; the torch install is broken, delete the venv and run setup again",
+            torch.display()
+        );
     }
     if fs::read_link(&link).is_ok_and(|current| current == torch) {
         return Ok(());
@@ -145,8 +154,10 @@ pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
     }
     fs::create_dir_all(&out_dir)?;
     let tmp = out_dir.join("minilm_reference.json.tmp");
-    crate::run(Command::new(&env.python).arg(&script).arg(&env.model_dir).arg(sts_dev).arg(&tmp).env("HF_HUB_OFFLINE", "1"))
-        .context("generating reference embeddings with sentence-transformers")?;
+    crate::run(
+        Command::new(&env.python).arg(&script).arg(&env.model_dir).arg(sts_dev).arg(&tmp).env("HF_HUB_OFFLINE", "1"),
+    )
+    .context("generating reference embeddings with sentence-transformers")?;
     fs::rename(&tmp, &out)?;
     fs::write(&stamp_path, stamp)?;
     Ok(())

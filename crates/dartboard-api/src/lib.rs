@@ -195,7 +195,8 @@ mod tests {
 
     #[test]
     fn summary_reports_configured_values() {
-        let env = dartboard_config::Env::from_pairs([("EMBEDDING_MODEL", "all-mpnet-base-v2"), ("EMBEDDING_DEVICE", "cuda")]);
+        let env =
+            dartboard_config::Env::from_pairs([("EMBEDDING_MODEL", "all-mpnet-base-v2"), ("EMBEDDING_DEVICE", "cuda")]);
         let config = EmbeddingConfig::load_from(&Overrides::default(), &env).unwrap();
         let summary = ConfigSummary::of(&config);
         assert_eq!(summary.embedding_model, "all-mpnet-base-v2");

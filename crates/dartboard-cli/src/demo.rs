@@ -25,7 +25,13 @@ pub fn run(args: ModelArgs) -> Result<()> {
     let started = Instant::now();
     let (config, model) = args.load()?;
     let load_time = started.elapsed();
-    println!("Model: {} (dim={}, device={}, dtype={})", config.model, model.embedding_dim(), model.device_name(), model.dtype());
+    println!(
+        "Model: {} (dim={}, device={}, dtype={})",
+        config.model,
+        model.embedding_dim(),
+        model.device(),
+        config.dtype
+    );
 
     let started = Instant::now();
     let documents = model.encode(&DOCUMENTS)?;

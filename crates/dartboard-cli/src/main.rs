@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use dartboard_api::EmbeddingModel;
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig, Overrides};
 use dartboard_embeddings::SentenceEmbedder;
 
@@ -77,10 +78,10 @@ impl ModelArgs {
         Ok(EmbeddingConfig::load(&overrides)?)
     }
 
-    fn load(&self) -> Result<(EmbeddingConfig, SentenceEmbedder)> {
+    fn load(&self) -> Result<(EmbeddingConfig, EmbeddingModel)> {
         let config = self.config()?;
-        let model = SentenceEmbedder::from_config(&config)
-            .with_context(|| format!("cannot load embedding model {}", config.model))?;
+        let model =
+            EmbeddingModel::new(&config).with_context(|| format!("cannot load embedding model {}", config.model))?;
         Ok((config, model))
     }
 }
@@ -174,11 +175,16 @@ fn info(args: ModelArgs) -> Result<()> {
     if let Some(file) = &config.config_file {
         println!("config file:      {}", file.display());
     }
-    println!("libtorch:         {} ({})", dartboard_embeddings::LIBTORCH_VERSION, dartboard_embeddings::LIBTORCH_LIB_DIR);
+    println!(
+        "libtorch:         {} ({})",
+        dartboard_embeddings::LIBTORCH_VERSION,
+        dartboard_embeddings::LIBTORCH_LIB_DIR
+    );
     println!("cuda available:   {}", dartboard_embeddings::cuda_available());
     println!("threads:          {}", dartboard_embeddings::intra_op_threads());
     let started = Instant::now();
-    let model = SentenceEmbedder::from_config(&config).with_context(|| format!("cannot load embedding model {}", config.model))?;
+    let model = SentenceEmbedder::from_config(&config)
+        .with_context(|| format!("cannot load embedding model {}", config.model))?;
     println!("model files:      {}", model.files().dir().display());
     if let Some(revision) = model.files().revision() {
         println!("revision:         {revision}");
@@ -189,4 +195,3 @@ fn info(args: ModelArgs) -> Result<()> {
     println!("load time:        {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }
-

@@ -24,9 +24,8 @@ impl Env {
             if !is_relevant(key) {
                 continue;
             }
-            let value = value
-                .into_string()
-                .map_err(|v| ConfigError::invalid(key, &v.to_string_lossy(), "valid UTF-8"))?;
+            let value =
+                value.into_string().map_err(|v| ConfigError::invalid(key, &v.to_string_lossy(), "valid UTF-8"))?;
             vars.insert(key.to_owned(), value);
         }
         Ok(Env { vars, cwd: std::env::current_dir().ok(), home: dirs::home_dir() })
@@ -34,9 +33,7 @@ impl Env {
 
     /// Builds an environment from pairs, with no working directory and no home
     /// directory unless set with [`Env::with_cwd`] / [`Env::with_home`].
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
         let vars = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         Env { vars, cwd: None, home: Some(PathBuf::from("/home/user")) }
     }
@@ -77,14 +74,17 @@ impl Env {
     /// The environment's values. A variable whose key an explicit value already
     /// sets is not even parsed: `--device cpu` must work whatever EMBEDDING_DEVICE says.
     pub(crate) fn layer(&self, explicit: &Overrides) -> Result<Overrides, ConfigError> {
-        let model = self
-            .get("EMBEDDING_MODEL")
-            .or_else(|| self.get("EMBEDDING_MODEL_NAME"))
-            .map(str::to_owned);
-        let device =
-            self.parse(explicit.device.is_none(), "EMBEDDING_DEVICE", |v| v.parse::<DeviceSpec>().ok(), DeviceSpec::EXPECTED)?;
-        let dtype = self.parse(explicit.dtype.is_none(), "EMBEDDING_DTYPE", |v| v.parse::<DType>().ok(), DType::EXPECTED)?;
-        let embedding_dim = self.parse(explicit.embedding_dim.is_none(), "EMBEDDING_DIM", parse_positive, POSITIVE_DIM)?;
+        let model = self.get("EMBEDDING_MODEL").or_else(|| self.get("EMBEDDING_MODEL_NAME")).map(str::to_owned);
+        let device = self.parse(
+            explicit.device.is_none(),
+            "EMBEDDING_DEVICE",
+            |v| v.parse::<DeviceSpec>().ok(),
+            DeviceSpec::EXPECTED,
+        )?;
+        let dtype =
+            self.parse(explicit.dtype.is_none(), "EMBEDDING_DTYPE", |v| v.parse::<DType>().ok(), DType::EXPECTED)?;
+        let embedding_dim =
+            self.parse(explicit.embedding_dim.is_none(), "EMBEDDING_DIM", parse_positive, POSITIVE_DIM)?;
         let batch_size =
             self.parse(explicit.batch_size.is_none(), "EMBEDDING_BATCH_SIZE", parse_positive, "a positive integer")?;
         let cache_dir = self.get("SENTENCE_TRANSFORMERS_HOME").map(PathBuf::from);
@@ -128,8 +128,5 @@ fn parse_positive(v: &str) -> Option<usize> {
 
 fn is_relevant(key: &str) -> bool {
     key.starts_with("EMBEDDING_")
-        || matches!(
-            key,
-            "DARTBOARD_CONFIG" | "SENTENCE_TRANSFORMERS_HOME" | "TORCH_HOME" | "XDG_CACHE_HOME"
-        )
+        || matches!(key, "DARTBOARD_CONFIG" | "SENTENCE_TRANSFORMERS_HOME" | "TORCH_HOME" | "XDG_CACHE_HOME")
 }

@@ -26,15 +26,15 @@ pub enum ConfigError {
         /// The config file, or `<defaults>` when no file was involved.
         path: PathBuf,
         /// What the `config` crate reported.
-        source: config::ConfigError,
+        source: Box<config::ConfigError>,
     },
     /// No home directory and no cache variable: there is nowhere to keep models.
     #[error("cannot find a cache directory for models: set SENTENCE_TRANSFORMERS_HOME")]
     NoCacheDir,
     /// The configured dimension disagrees with the loaded model.
     #[error(
-        "EMBEDDING_DIM is {configured} but model {model} produces {actual}-dimensional embeddings: \
-         set EMBEDDING_DIM={actual} or unset it"
+        "the configured embedding dimension (EMBEDDING_DIM or embedding_dim) is {configured}, but model {model} \
+         produces {actual}-dimensional embeddings: set EMBEDDING_DIM={actual} or unset it"
     )]
     DimMismatch {
         /// The model that was loaded.
@@ -46,7 +46,7 @@ pub enum ConfigError {
     },
     /// A bug in how this crate drives the `config` crate.
     #[error("internal configuration error: {0}")]
-    Internal(config::ConfigError),
+    Internal(Box<config::ConfigError>),
 }
 
 impl ConfigError {
@@ -55,6 +55,6 @@ impl ConfigError {
     }
 
     pub(crate) fn internal(e: config::ConfigError) -> Self {
-        ConfigError::Internal(e)
+        ConfigError::Internal(Box::new(e))
     }
 }

@@ -116,22 +116,18 @@ impl EmbeddingConfig {
             .and_then(|b| b.set_default("dtype", "f32"))
             .map_err(ConfigError::internal)?;
         if let Some(path) = &config_file {
-            builder = builder.add_source(
-                config::File::from(path.as_path()).format(config::FileFormat::Toml).required(true),
-            );
+            builder =
+                builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml).required(true));
         }
         // Environment first, explicit values second: a later override of the same
         // key replaces the earlier one, which is exactly the precedence we want.
         for layer in [env.layer(overrides)?, overrides.clone()] {
             builder = layer.apply(builder).map_err(ConfigError::internal)?;
         }
-        let raw: Raw = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|source| ConfigError::File {
-                path: config_file.clone().unwrap_or_else(|| PathBuf::from("<defaults>")),
-                source,
-            })?;
+        let raw: Raw = builder.build().and_then(|c| c.try_deserialize()).map_err(|source| ConfigError::File {
+            path: config_file.clone().unwrap_or_else(|| PathBuf::from("<defaults>")),
+            source: Box::new(source),
+        })?;
 
         let model = raw.model.trim().to_owned();
         if model.is_empty() {
@@ -166,11 +162,9 @@ impl EmbeddingConfig {
     /// Checks a configured dimension against the loaded model's real one.
     pub fn check_dim(&self, actual: usize) -> Result<(), ConfigError> {
         match self.embedding_dim {
-            Some(configured) if configured != actual => Err(ConfigError::DimMismatch {
-                model: self.model.clone(),
-                configured,
-                actual,
-            }),
+            Some(configured) if configured != actual => {
+                Err(ConfigError::DimMismatch { model: self.model.clone(), configured, actual })
+            }
             _ => Ok(()),
         }
     }

@@ -19,11 +19,8 @@ fn defaults() {
 #[test]
 fn env_overrides_file_and_explicit_overrides_env() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("dartboard.toml"),
-        "model = \"from-file\"\ndevice = \"cuda:2\"\nbatch_size = 7\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("dartboard.toml"), "model = \"from-file\"\ndevice = \"cuda:2\"\nbatch_size = 7\n")
+        .unwrap();
     let env = Env::from_pairs([("EMBEDDING_MODEL", "from-env")]).with_cwd(dir.path());
     let cfg = load(&env).unwrap();
     assert_eq!(cfg.model, "from-env");

@@ -64,11 +64,8 @@ impl SentenceEmbedder {
         let pipeline = Pipeline::read(files.dir())?;
         let encoder = crate::models::load_encoder(&pipeline.transformer_dir, kind_of(options.dtype), device)?;
         let max_length = token_limit(&pipeline, encoder.as_ref())?;
-        let tokenizer = TextTokenizer::load(
-            &pipeline.transformer_dir.join("tokenizer.json"),
-            max_length,
-            pipeline.do_lower_case,
-        )?;
+        let tokenizer =
+            TextTokenizer::load(&pipeline.transformer_dir.join("tokenizer.json"), max_length, pipeline.do_lower_case)?;
         let dim = pipeline.pooling.output_dim(encoder.hidden_size()) as usize;
         Ok(SentenceEmbedder {
             tokenizer,
@@ -142,7 +139,8 @@ impl SentenceEmbedder {
             pooled.resize(chunk.len() * self.dim, 0.0);
             vectors.f_copy_data(&mut pooled, chunk.len() * self.dim)?;
             for (row, &index) in chunk.iter().enumerate() {
-                out[index * self.dim..(index + 1) * self.dim].copy_from_slice(&pooled[row * self.dim..(row + 1) * self.dim]);
+                out[index * self.dim..(index + 1) * self.dim]
+                    .copy_from_slice(&pooled[row * self.dim..(row + 1) * self.dim]);
             }
         }
         Ok(Embeddings::new(self.dim, out))

@@ -8,7 +8,7 @@ pub struct Embeddings {
 
 impl Embeddings {
     pub(crate) fn new(dim: usize, data: Vec<f32>) -> Self {
-        debug_assert!(dim > 0 && data.len() % dim == 0);
+        debug_assert!(dim > 0 && data.len().is_multiple_of(dim));
         Embeddings { dim, data }
     }
 

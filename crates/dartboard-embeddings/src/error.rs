@@ -50,7 +50,7 @@ pub enum EmbedError {
         supported: &'static [&'static str],
     },
     /// The weights do not fit the architecture described by `config.json`.
-    #[error("weights in {} do not fit the model described by config.json:{}{}", path.display(), fmt_list(" missing tensors", missing), fmt_list(" wrong shapes", mismatched))]
+    #[error("weights in {} do not fit the model described by config.json: {}", path.display(), describe_misfit(missing, mismatched))]
     Weights {
         /// The weight file.
         path: PathBuf,
@@ -75,15 +75,19 @@ pub enum EmbedError {
     Torch(#[from] tch::TchError),
 }
 
-fn fmt_list(label: &str, items: &[String]) -> String {
+fn describe_misfit(missing: &[String], mismatched: &[String]) -> String {
     const SHOWN: usize = 8;
-    if items.is_empty() {
-        return String::new();
+    let list = |label: &str, items: &[String]| {
+        let more = if items.len() > SHOWN { ", ..." } else { "" };
+        format!("{label} ({}): {}{more}", items.len(), items[..items.len().min(SHOWN)].join(", "))
+    };
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(list("missing tensors", missing));
     }
-    let mut s = format!("{label} ({}): {}", items.len(), items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
-    if items.len() > SHOWN {
-        s.push_str(", ...");
+    if !mismatched.is_empty() {
+        parts.push(list("wrong shapes", mismatched));
     }
-    s.push(';');
-    s
+    parts.push("check that config.json belongs to these weights".to_owned());
+    parts.join("; ")
 }

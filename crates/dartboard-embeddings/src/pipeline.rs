@@ -138,8 +138,10 @@ fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
 /// Reads and deserializes a JSON file, naming the file in every error.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
     let bytes = std::fs::read(path).map_err(|source| EmbedError::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| EmbedError::InvalidFile { path: path.to_path_buf(), reason: format!("not the expected JSON ({e})") })
+    serde_json::from_slice(&bytes).map_err(|e| EmbedError::InvalidFile {
+        path: path.to_path_buf(),
+        reason: format!("not the expected JSON ({e})"),
+    })
 }
 
 #[cfg(test)]
@@ -162,7 +164,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "modules.json", MODULES);
         write(dir.path(), "sentence_bert_config.json", r#"{"max_seq_length": 256, "do_lower_case": false}"#);
-        write(dir.path(), "1_Pooling/config.json", r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#);
+        write(
+            dir.path(),
+            "1_Pooling/config.json",
+            r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#,
+        );
         let p = Pipeline::read(dir.path()).unwrap();
         assert_eq!(p.max_seq_length, Some(256));
         assert!(p.normalize);

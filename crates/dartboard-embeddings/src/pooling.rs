@@ -25,7 +25,8 @@ pub enum PoolingMode {
 
 impl PoolingMode {
     /// Names accepted in `pooling_mode` and shown in errors.
-    pub const NAMES: &'static [&'static str] = &["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"];
+    pub const NAMES: &'static [&'static str] =
+        &["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"];
 
     /// Parses the `pooling_mode` string form.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -82,8 +83,10 @@ impl Pooling {
     pub fn forward(&self, tokens: &Tensor, mask: &Tensor) -> Result<Tensor, EmbedError> {
         let kind = tokens.kind();
         let mask_f = mask.f_unsqueeze(-1)?.f_to_kind(kind)?; // [B, T, 1]
-        let count = || -> Result<Tensor, EmbedError> { Ok(mask_f.f_sum_dim_intlist(1, false, kind)?.f_clamp_min(1e-9)?) };
-        let masked_sum = || -> Result<Tensor, EmbedError> { Ok(tokens.f_mul(&mask_f)?.f_sum_dim_intlist(1, false, kind)?) };
+        let count =
+            || -> Result<Tensor, EmbedError> { Ok(mask_f.f_sum_dim_intlist(1, false, kind)?.f_clamp_min(1e-9)?) };
+        let masked_sum =
+            || -> Result<Tensor, EmbedError> { Ok(tokens.f_mul(&mask_f)?.f_sum_dim_intlist(1, false, kind)?) };
         let mut parts = Vec::with_capacity(self.modes.len());
         for mode in &self.modes {
             parts.push(match mode {

@@ -80,6 +80,10 @@ impl TextTokenizer {
         let to_tensor = |v: &[i64]| -> Result<Tensor, EmbedError> {
             Ok(Tensor::from_slice(v).f_view(shape)?.f_to_device(device)?.f_to_kind(Kind::Int64)?)
         };
-        Ok(EncoderInput { input_ids: to_tensor(&ids)?, attention_mask: to_tensor(&mask)?, token_type_ids: to_tensor(&types)? })
+        Ok(EncoderInput {
+            input_ids: to_tensor(&ids)?,
+            attention_mask: to_tensor(&mask)?,
+            token_type_ids: to_tensor(&types)?,
+        })
     }
 }

@@ -77,7 +77,9 @@ impl Weights {
     fn get(&self, name: &str, shape: &[i64]) -> Tensor {
         let full = format!("{}{name}", self.prefix);
         // Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
-        let legacy = full.strip_suffix(".weight").map(|s| format!("{s}.gamma"))
+        let legacy = full
+            .strip_suffix(".weight")
+            .map(|s| format!("{s}.gamma"))
             .or_else(|| full.strip_suffix(".bias").map(|s| format!("{s}.beta")));
         let found = self.tensors.get(&full).or_else(|| legacy.as_ref().and_then(|l| self.tensors.get(l)));
         match found {
@@ -160,7 +162,10 @@ fn shard_files(index: &Path) -> Result<BTreeSet<String>, EmbedError> {
     let parsed: Index = crate::pipeline::read_json(index)?;
     let shards: BTreeSet<String> = parsed.weight_map.into_values().collect();
     if let Some(bad) = shards.iter().find(|s| s.contains('/') || s.contains("..")) {
-        return Err(EmbedError::InvalidFile { path: index.to_path_buf(), reason: format!("shard name {bad:?} points outside the model directory") });
+        return Err(EmbedError::InvalidFile {
+            path: index.to_path_buf(),
+            reason: format!("shard name {bad:?} points outside the model directory"),
+        });
     }
     Ok(shards)
 }

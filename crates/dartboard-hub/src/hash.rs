@@ -49,9 +49,6 @@ mod tests {
         std::fs::write(&path, "hello\n").unwrap();
         // `printf 'hello\n' | git hash-object --stdin`
         assert_eq!(git_blob_sha1(&path).unwrap(), "ce013625030ba8dba906f756967f9e9ca394464a");
-        assert_eq!(
-            sha256_file(&path).unwrap(),
-            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
-        );
+        assert_eq!(sha256_file(&path).unwrap(), "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
     }
 }

@@ -39,10 +39,7 @@ impl ModelRef {
         };
         validate_name(reference, name)?;
         validate_revision(reference, revision)?;
-        Ok(ModelRef::Hub {
-            repo_id: dartboard_config::canonical_repo_id(name),
-            revision: revision.to_owned(),
-        })
+        Ok(ModelRef::Hub { repo_id: dartboard_config::canonical_repo_id(name), revision: revision.to_owned() })
     }
 
     /// The Hub repo id, if this is a Hub reference.
@@ -138,7 +135,18 @@ mod tests {
 
     #[test]
     fn escapes_are_rejected() {
-        for bad in ["../no-such-model-dir", "org/..", "a/../b", "org/name/extra", "org/.hidden", "a--b", "", "org/m@../x", "org/m@", "x y"] {
+        for bad in [
+            "../no-such-model-dir",
+            "org/..",
+            "a/../b",
+            "org/name/extra",
+            "org/.hidden",
+            "a--b",
+            "",
+            "org/m@../x",
+            "org/m@",
+            "x y",
+        ] {
             assert!(ModelRef::parse(bad).is_err(), "{bad:?} must be rejected");
         }
         let err = ModelRef::parse("/definitely/not/here").unwrap_err();

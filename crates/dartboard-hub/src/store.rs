@@ -54,11 +54,7 @@ impl ModelStore {
         if revision == "main" && legacy.is_dir() {
             return ModelFiles::open(legacy, Some(repo_id.to_owned()), None);
         }
-        Err(HubError::NotCached {
-            repo_id: repo_id.to_owned(),
-            revision: revision.to_owned(),
-            root: self.root.clone(),
-        })
+        Err(HubError::NotCached { repo_id: repo_id.to_owned(), revision: revision.to_owned(), root: self.root.clone() })
     }
 
     /// The commit a revision names: itself if it is a commit hash with a snapshot,
@@ -79,13 +75,7 @@ impl ModelStore {
     /// Places the files of `src` into the cache as `repo_id` at `commit`, and points
     /// `refs/<ref_name>` at it. Blobs are written under a temporary name, synced and
     /// renamed, so a crash never leaves a partial file visible.
-    pub fn import_dir(
-        &self,
-        src: &Path,
-        repo_id: &str,
-        commit: &str,
-        ref_name: &str,
-    ) -> Result<ModelFiles, HubError> {
+    pub fn import_dir(&self, src: &Path, repo_id: &str, commit: &str, ref_name: &str) -> Result<ModelFiles, HubError> {
         let model = ModelRef::parse(repo_id)?;
         let Some(repo_id) = model.repo_id() else {
             return Err(HubError::InvalidReference {
@@ -131,8 +121,25 @@ pub(crate) fn is_commit_hash(s: &str) -> bool {
 /// `.gitattributes` for the file types models ship, or anything of 10 MiB or more.
 fn is_lfs(relative: &Path, size: u64) -> bool {
     const LFS_SUFFIXES: &[&str] = &[
-        ".safetensors", ".bin", ".pt", ".pth", ".ot", ".onnx", ".h5", ".msgpack", ".model", ".pb",
-        ".tflite", ".npy", ".npz", ".gz", ".zip", ".tar", ".arrow", ".parquet", ".joblib",
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ot",
+        ".onnx",
+        ".h5",
+        ".msgpack",
+        ".model",
+        ".pb",
+        ".tflite",
+        ".npy",
+        ".npz",
+        ".gz",
+        ".zip",
+        ".tar",
+        ".arrow",
+        ".parquet",
+        ".joblib",
     ];
     let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     size >= 10 * 1024 * 1024 || LFS_SUFFIXES.iter().any(|s| name.ends_with(s))
@@ -252,11 +259,20 @@ mod tests {
         assert_eq!(fs::read_link(files.path("model.safetensors")).unwrap(), Path::new("../../blobs").join(&sha));
         let nested = fs::read_link(files.path("1_Pooling/config.json")).unwrap();
         assert!(nested.starts_with("../../../blobs"), "{}", nested.display());
-        assert_eq!(fs::read_to_string(files.path("1_Pooling/config.json")).unwrap(), "{\"pooling_mode_mean_tokens\": true}");
-        let leftovers: Vec<_> = fs::read_dir(repo.join("blobs")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("incomplete")).collect();
+        assert_eq!(
+            fs::read_to_string(files.path("1_Pooling/config.json")).unwrap(),
+            "{\"pooling_mode_mean_tokens\": true}"
+        );
+        let leftovers: Vec<_> = fs::read_dir(repo.join("blobs"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("incomplete"))
+            .collect();
         assert!(leftovers.is_empty());
 
-        for reference in ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", &format!("all-MiniLM-L6-v2@{COMMIT}")] {
+        for reference in
+            ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", &format!("all-MiniLM-L6-v2@{COMMIT}")]
+        {
             let resolved = store.resolve(&ModelRef::parse(reference).unwrap()).unwrap();
             assert_eq!(resolved.dir(), files.dir());
             assert_eq!(resolved.revision(), Some(COMMIT));

@@ -92,9 +92,14 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// The `k` candidates most cosine-similar to the query, best first (plain top-k).
-pub fn top_k_cosine<C: AsRef<[f32]>>(query: &[f32], candidates: &[C], k: usize) -> Result<Vec<(usize, f64)>, RetrievalError> {
+pub fn top_k_cosine<C: AsRef<[f32]>>(
+    query: &[f32],
+    candidates: &[C],
+    k: usize,
+) -> Result<Vec<(usize, f64)>, RetrievalError> {
     check_dims(query, candidates)?;
-    let mut scored: Vec<(usize, f64)> = candidates.iter().enumerate().map(|(i, c)| (i, cosine(query, c.as_ref()))).collect();
+    let mut scored: Vec<(usize, f64)> =
+        candidates.iter().enumerate().map(|(i, c)| (i, cosine(query, c.as_ref()))).collect();
     // Stable sort keeps the earlier candidate first on ties, so results are deterministic.
     scored.sort_by(|a, b| b.1.total_cmp(&a.1));
     scored.truncate(k);
@@ -102,7 +107,11 @@ pub fn top_k_cosine<C: AsRef<[f32]>>(query: &[f32], candidates: &[C], k: usize) 
 }
 
 /// Chooses up to `params.top_k` candidates with the Dartboard algorithm.
-pub fn dartboard<C: AsRef<[f32]>>(query: &[f32], candidates: &[C], params: &DartboardParams) -> Result<Vec<Selection>, RetrievalError> {
+pub fn dartboard<C: AsRef<[f32]>>(
+    query: &[f32],
+    candidates: &[C],
+    params: &DartboardParams,
+) -> Result<Vec<Selection>, RetrievalError> {
     if !(params.sigma > 0.0 && params.sigma.is_finite()) {
         return Err(RetrievalError::InvalidSigma(params.sigma));
     }
@@ -126,7 +135,9 @@ pub fn dartboard<C: AsRef<[f32]>>(query: &[f32], candidates: &[C], params: &Dart
         .map(|&(t, _)| {
             triaged
                 .iter()
-                .map(|&(g, _)| log_norm - (1.0 - cosine(candidates[t].as_ref(), candidates[g].as_ref())).powi(2) / two_sigma_sq)
+                .map(|&(g, _)| {
+                    log_norm - (1.0 - cosine(candidates[t].as_ref(), candidates[g].as_ref())).powi(2) / two_sigma_sq
+                })
                 .collect()
         })
         .collect();
@@ -169,7 +180,11 @@ fn logsumexp(xs: &[f64]) -> f64 {
 
 fn check_dims<C: AsRef<[f32]>>(query: &[f32], candidates: &[C]) -> Result<(), RetrievalError> {
     match candidates.iter().position(|c| c.as_ref().len() != query.len()) {
-        Some(index) => Err(RetrievalError::DimensionMismatch { index, expected: query.len(), found: candidates[index].as_ref().len() }),
+        Some(index) => Err(RetrievalError::DimensionMismatch {
+            index,
+            expected: query.len(),
+            found: candidates[index].as_ref().len(),
+        }),
         None => Ok(()),
     }
 }

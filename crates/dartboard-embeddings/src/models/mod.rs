@@ -18,10 +18,8 @@ pub const SUPPORTED: &[&str] = &["bert"];
 pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn Encoder>, EmbedError> {
     let config_path = dir.join("config.json");
     let header: Header = read_json(&config_path)?;
-    let model_type = header
-        .model_type
-        .or_else(|| header.architectures.and_then(|a| a.into_iter().next()))
-        .unwrap_or_default();
+    let model_type =
+        header.model_type.or_else(|| header.architectures.and_then(|a| a.into_iter().next())).unwrap_or_default();
     match model_type.to_ascii_lowercase().as_str() {
         "bert" | "bertmodel" => {
             let config: bert::Config = read_json(&config_path)?;

@@ -1,0 +1,215 @@
+//! The `dartboard` binary end to end: embedding, info, demo, precedence of flags over
+//! environment over config file, and a clear error (never a panic) for bad input.
+
+use std::path::Path;
+
+use dartboard_embeddings::{LoadOptions, SentenceEmbedder};
+use dartboard_tests::{cosine, dartboard, minilm, run, Run};
+
+fn embeddings_of(stdout: &str) -> Vec<Vec<f32>> {
+    stdout
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(value.as_object().unwrap().len(), 1, "only the embedding key: {line}");
+            serde_json::from_value(value["embedding"].clone()).unwrap()
+        })
+        .collect()
+}
+
+/// A failed run: non-zero exit, no panic, and every `needle` in the message.
+fn assert_clean_failure(r: &Run, needles: &[&str]) {
+    assert!(!r.ok, "expected failure, got success: {}", r.stdout);
+    assert_eq!(r.code, Some(1), "stderr: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "panic: {}", r.stderr);
+    for needle in needles {
+        assert!(r.stderr.contains(needle), "{needle:?} not in: {}", r.stderr);
+    }
+}
+
+#[test]
+fn embed_arguments_as_json_lines_in_order() {
+    let r = run(dartboard().args(["embed", "The cat sits outside", "", "A man is playing guitar"]));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("Initializing embedding model: all-MiniLM-L6-v2 (dim=384, device=cpu)"), "{}", r.stderr);
+    let rows = embeddings_of(&r.stdout);
+    assert_eq!(rows.len(), 3);
+    let library = SentenceEmbedder::load(&minilm(), LoadOptions::default()).unwrap();
+    let expected = library.encode(&["The cat sits outside", "", "A man is playing guitar"]).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 384);
+        // JSON carries the shortest decimal that round-trips, so values are exact.
+        assert_eq!(row.as_slice(), expected.row(i));
+    }
+}
+
+#[test]
+fn embed_input_file_every_line_is_a_text_and_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, "first line\n\nthird line after an empty one\r\nfourth\n").unwrap();
+    let output = dir.path().join("out.jsonl");
+    let r = run(dartboard().args(["embed", "--input"]).arg(&input).arg("--output").arg(&output));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    let rows = embeddings_of(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(rows.len(), 4);
+    let single = embeddings_of(&run(dartboard().args(["embed", "third line after an empty one"])).stdout);
+    assert!(cosine(&rows[2], &single[0]) > 0.99999);
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(leftovers, 2, "no temporary files left beside the output");
+}
+
+#[test]
+fn binary_runs_with_an_empty_environment() {
+    // The rpath to libtorch is baked in: no LD_LIBRARY_PATH, no LIBTORCH.
+    let r = run(dartboard()
+        .env_clear()
+        .env("SENTENCE_TRANSFORMERS_HOME", dartboard_tests::cache_dir())
+        .args(["embed", "hi"]));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(embeddings_of(&r.stdout)[0].len(), 384);
+}
+
+#[test]
+fn info_and_demo() {
+    let r = run(dartboard().arg("info"));
+    assert!(r.ok, "{}", r.stderr);
+    for needle in ["all-MiniLM-L6-v2", "embedding dim:    384", "2.13.0", "threads:", "cpu"] {
+        assert!(r.stdout.contains(needle), "{needle:?} not in {}", r.stdout);
+    }
+    let r = run(dartboard().arg("demo"));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("How does Dartboard improve RAG systems?"), "{}", r.stdout);
+    assert_eq!(
+        r.stdout.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count(),
+        3,
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Load time") && r.stdout.contains("Encode time"));
+}
+
+#[test]
+fn flags_beat_env_and_env_beats_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("dartboard.toml"), "device = \"cuda:7\"\nmodel = \"org/does-not-exist\"\n").unwrap();
+    // The file alone would fail on both counts; env fixes the model, the flag the device.
+    let r = run(dartboard()
+        .current_dir(dir.path())
+        .env("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+        .args(["embed", "--device", "cpu", "x"]));
+    assert!(r.ok, "{}", r.stderr);
+    let r = run(dartboard().current_dir(dir.path()).env("EMBEDDING_MODEL_NAME", "all-MiniLM-L6-v2").args(["info"]));
+    assert_clean_failure(&r, &["cuda:7"]);
+    // A bad env value is irrelevant when the flag sets that key.
+    let r = run(dartboard().env("EMBEDDING_DEVICE", "tpu").args(["embed", "--device", "cpu", "x"]));
+    assert!(r.ok, "{}", r.stderr);
+}
+
+#[test]
+fn bad_environment_values() {
+    assert_clean_failure(
+        &run(dartboard().env("EMBEDDING_DEVICE", "tpu").args(["embed", "x"])),
+        &["EMBEDDING_DEVICE", "tpu", "cpu"],
+    );
+    assert_clean_failure(&run(dartboard().env("EMBEDDING_DIM", "abc").args(["embed", "x"])), &["EMBEDDING_DIM", "abc"]);
+    assert_clean_failure(
+        &run(dartboard().env("EMBEDDING_DIM", "768").args(["embed", "x"])),
+        &["768", "384", "EMBEDDING_DIM"],
+    );
+    assert_clean_failure(
+        &run(dartboard().env("DARTBOARD_CONFIG", "/nonexistent.toml").args(["embed", "x"])),
+        &["/nonexistent.toml"],
+    );
+}
+
+#[test]
+fn bad_model_references() {
+    assert_clean_failure(
+        &run(dartboard().args(["embed", "--model", "/does/not/exist", "x"])),
+        &["/does/not/exist", "does not exist"],
+    );
+    assert_clean_failure(
+        &run(dartboard().args(["embed", "--model", "org/../../etc", "x"])),
+        &["org/../../etc", "invalid model reference"],
+    );
+    assert_clean_failure(
+        &run(dartboard().args(["embed", "--model", "someone/not-cached", "x"])),
+        &["someone/not-cached", "not in the cache"],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    assert_clean_failure(
+        &run(dartboard().args(["embed", "--model"]).arg(empty.path()).arg("x")),
+        &["config.json", "tokenizer.json", "model.safetensors"],
+    );
+}
+
+#[test]
+fn missing_input_file_and_no_texts() {
+    assert_clean_failure(&run(dartboard().args(["embed", "--input", "/no/such/texts.txt"])), &["/no/such/texts.txt"]);
+    assert_clean_failure(&run(dartboard().args(["embed"])), &["no texts"]);
+    let r = run(dartboard().args(["embed", "--device", "tpu", "x"]));
+    assert!(!r.ok && r.stderr.contains("tpu") && !r.stderr.contains("panicked"), "{}", r.stderr);
+}
+
+/// A copy of the cached model (weights linked, not copied) to break one file of.
+fn model_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(minilm().dir(), dir.path());
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&path, &target);
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            std::os::unix::fs::symlink(path.canonicalize().unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn malformed_model_files() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("config.json", "{ not json", &["config.json", "JSON"]),
+        ("config.json", r#"{"model_type": "gpt2"}"#, &["gpt2", "bert"]),
+        ("config.json", r#"{"model_type": "bert", "hidden_size": 384}"#, &["config.json", "missing field"]),
+        ("modules.json", "[1, 2", &["modules.json"]),
+        ("tokenizer.json", "{\"version\": \"1.0\"}", &["tokenizer.json"]),
+        ("1_Pooling/config.json", r#"{"pooling_mode_median_tokens": true}"#, &["median_tokens", "mean"]),
+    ];
+    for (file, content, needles) in cases {
+        let dir = model_copy();
+        std::fs::write(dir.path().join(file), content).unwrap();
+        let r = run(dartboard().args(["embed", "--model"]).arg(dir.path()).arg("x"));
+        assert_clean_failure(&r, needles);
+    }
+}
+
+#[test]
+fn weights_that_do_not_fit_are_listed() {
+    let dir = model_copy();
+    let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 8"),
+    )
+    .unwrap();
+    let r = run(dartboard().args(["embed", "--model"]).arg(dir.path()).arg("x"));
+    assert_clean_failure(&r, &["missing tensors", "encoder.layer.6.attention.self.query.weight"]);
+
+    let dir = model_copy();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    assert_clean_failure(
+        &run(dartboard().args(["embed", "--model"]).arg(dir.path()).arg("x")),
+        &["model.safetensors", "safetensors"],
+    );
+}
