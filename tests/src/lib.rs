@@ -69,6 +69,18 @@ pub fn reference() -> &'static Reference {
     })
 }
 
+/// The reference venv's Python (`cargo xtask test` passes it in `DARTBOARD_VENV_PYTHON`).
+pub fn venv_python() -> PathBuf {
+    let python = std::env::var_os("DARTBOARD_VENV_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("DARTBOARD_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/dartboard"));
+        home.join("torch-2.13.0/bin/python")
+    });
+    assert!(python.is_file(), "{} not found: run `cargo xtask setup`", python.display());
+    python
+}
+
 /// The `dartboard` binary next to the test executables (`cargo xtask test` builds it).
 pub fn dartboard_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

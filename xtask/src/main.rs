@@ -75,7 +75,11 @@ fn test(extra: &[String]) -> Result<()> {
     setup::reference_outputs(&env, &sts_dev)?;
     // The CLI tests run the real binary, so build it first.
     run(cargo().args(["build", "--package", "dartboard-cli"]))?;
-    run(cargo().args(["test", "--workspace"]).args(extra).env("DARTBOARD_DATA_DIR", data_dir()))
+    run(cargo()
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("DARTBOARD_DATA_DIR", data_dir())
+        .env("DARTBOARD_VENV_PYTHON", &env.python))
 }
 
 fn demo() -> Result<()> {

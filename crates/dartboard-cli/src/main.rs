@@ -3,6 +3,7 @@
 //! Thin on purpose: flags become [`dartboard_config::Overrides`], and everything else
 //! is the library crates' work. Errors print their whole chain and exit non-zero.
 
+mod cache;
 mod demo;
 
 use std::fs::File;
@@ -32,6 +33,11 @@ enum Command {
     Info(ModelArgs),
     /// Embed eight sample documents and retrieve for a query with Dartboard.
     Demo(ModelArgs),
+    /// Download models into the cache for later offline use (e.g. in a Docker build).
+    Prefetch(cache::PrefetchArgs),
+    /// Inspect and manage the model cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// Flags shared by every command that loads a model; each beats its environment
@@ -93,6 +99,8 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed(args),
         Command::Info(args) => info(args),
         Command::Demo(args) => demo::run(args),
+        Command::Prefetch(args) => cache::prefetch(args),
+        Command::Cache(command) => cache::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig};
-use dartboard_hub::{ModelFiles, ModelRef, ModelStore};
+use dartboard_hub::progress::LogProgress;
+use dartboard_hub::{ModelFiles, ModelHub, ModelRef};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 use tracing::{debug_span, info_span};
@@ -46,11 +47,12 @@ pub struct SentenceEmbedder {
 }
 
 impl SentenceEmbedder {
-    /// Resolves the configured model through the cache and loads it, checking a
-    /// configured dimension against the model's real one.
+    /// Finds the configured model (downloading it when it is not cached and
+    /// `HF_HUB_OFFLINE` is not set) and loads it, checking a configured dimension
+    /// against the model's real one.
     pub fn from_config(config: &EmbeddingConfig) -> Result<Self, EmbedError> {
-        let store = ModelStore::new(&config.cache_dir);
-        let files = store.resolve(&ModelRef::parse(&config.model)?)?;
+        let hub = ModelHub::from_env(&config.cache_dir);
+        let files = hub.resolve(&ModelRef::parse(&config.model)?, &LogProgress)?;
         let options = LoadOptions { device: config.device, dtype: config.dtype, batch_size: config.batch_size };
         let embedder = Self::load(&files, options)?;
         config.check_dim(embedder.embedding_dim())?;

@@ -26,8 +26,8 @@ pub enum HubError {
         /// The files that are not there.
         missing: Vec<String>,
     },
-    /// The model is not in the cache.
-    #[error("model {repo_id} (revision {revision}) is not in the cache at {}: run `cargo xtask setup` for the default model, copy a Hugging Face cache there, or pass a local model directory", root.display())]
+    /// The model is not in the cache and may not be downloaded (offline).
+    #[error("model {repo_id} (revision {revision}) is not in the cache at {}{}: run `dartboard prefetch {repo_id}` (or `cargo xtask prefetch`) where the Hub is reachable and copy that cache here, import a model directory with `dartboard cache import DIR --as {repo_id}`, or pass a local model directory", root.display(), if *offline { " and HF_HUB_OFFLINE is set" } else { "" })]
     NotCached {
         /// The Hub repo id.
         repo_id: String,
@@ -35,6 +35,93 @@ pub enum HubError {
         revision: String,
         /// The cache root that was searched.
         root: PathBuf,
+        /// Whether offline mode stopped a download.
+        offline: bool,
+    },
+    /// A download was needed while offline mode is on.
+    #[error("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it, or use models already in the cache")]
+    Offline,
+    /// The Hub does not know the repo (or hides it from this token).
+    #[error("model repository {repo_id} was not found on {endpoint}: check the name{}", if *has_token { "; if it is private, check that HF_TOKEN has access to it" } else { "; if it is private or gated, set HF_TOKEN" })]
+    RepoNotFound {
+        /// The repo asked for.
+        repo_id: String,
+        /// The Hub endpoint.
+        endpoint: String,
+        /// Whether a token was sent.
+        has_token: bool,
+    },
+    /// The repo exists but not the revision.
+    #[error(
+        "revision {revision:?} does not exist in {repo_id}: use a branch, tag or commit of that repo (default: main)"
+    )]
+    RevisionNotFound {
+        /// The repo.
+        repo_id: String,
+        /// The revision asked for.
+        revision: String,
+    },
+    /// The repo exists but not the file.
+    #[error("{repo_id} has no file {path:?} at that revision")]
+    EntryNotFound {
+        /// The repo.
+        repo_id: String,
+        /// The missing file.
+        path: String,
+    },
+    /// 401/403: a gated or private model.
+    #[error("access to {repo_id} was refused{}: {}", if *gated { " (gated model)" } else { "" }, if *has_token { "the token in HF_TOKEN does not grant access; accept the model's terms on the Hub with that account or use another token" } else { "set HF_TOKEN to a Hugging Face token that has access" })]
+    AccessDenied {
+        /// The repo.
+        repo_id: String,
+        /// Whether the Hub said the repo is gated.
+        gated: bool,
+        /// Whether a token was sent.
+        has_token: bool,
+    },
+    /// 5xx (or broken connections) on every attempt.
+    #[error("{endpoint} kept failing ({last}) after {attempts} attempts: the Hub may be down; try again later")]
+    ServerError {
+        /// The Hub endpoint.
+        endpoint: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// No connection could be made.
+    #[error("cannot reach {endpoint} ({reason}): check the network and HTTPS_PROXY/HTTP_PROXY, or set HF_HUB_OFFLINE=1 to use only cached models")]
+    Unreachable {
+        /// The Hub endpoint.
+        endpoint: String,
+        /// What the connection attempt reported.
+        reason: String,
+    },
+    /// The endpoint answers, but not like a Hub.
+    #[error("{endpoint} does not answer like a Hugging Face Hub ({detail}): check HF_ENDPOINT")]
+    NotAHub {
+        /// The endpoint.
+        endpoint: String,
+        /// What was wrong with the answer.
+        detail: String,
+    },
+    /// Any other failure reported by the Hub client.
+    #[error("downloading {repo_id} failed: {message}")]
+    Remote {
+        /// The repo.
+        repo_id: String,
+        /// What the client reported.
+        message: String,
+    },
+    /// Not enough free space for the download.
+    #[error("not enough disk space in {}: the download needs {needed} more bytes but only {available} are free; free some space or point SENTENCE_TRANSFORMERS_HOME at a bigger disk", dir.display())]
+    DiskFull {
+        /// The cache directory.
+        dir: PathBuf,
+        /// Bytes still to download.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
     },
     /// A file's content does not match the hash it must have.
     #[error("{} has {algorithm} {actual}, expected {expected}: the file is corrupt or not the one asked for", path.display())]

@@ -27,14 +27,23 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
+mod download;
 mod error;
 mod files;
 mod hash;
+mod hub;
 mod model_ref;
+pub mod progress;
+mod remote;
 mod store;
 
+pub use cache::{CachedRepo, CachedRevision, Problem};
+pub use download::is_wanted;
 pub use error::HubError;
 pub use files::ModelFiles;
 pub use hash::{git_blob_sha1, sha256_file};
+pub use hub::ModelHub;
 pub use model_ref::ModelRef;
-pub use store::ModelStore;
+pub use remote::{HubConfig, RemoteFile};
+pub use store::{content_commit, ModelStore};

@@ -54,7 +54,12 @@ impl ModelStore {
         if revision == "main" && legacy.is_dir() {
             return ModelFiles::open(legacy, Some(repo_id.to_owned()), None);
         }
-        Err(HubError::NotCached { repo_id: repo_id.to_owned(), revision: revision.to_owned(), root: self.root.clone() })
+        Err(HubError::NotCached {
+            repo_id: repo_id.to_owned(),
+            revision: revision.to_owned(),
+            root: self.root.clone(),
+            offline: false,
+        })
     }
 
     /// The commit a revision names: itself if it is a commit hash with a snapshot,
@@ -112,6 +117,21 @@ impl ModelStore {
     }
 }
 
+/// A stand-in commit id for a directory that has none (an imported fine-tuned
+/// model): the sha1 of its files' paths and hashes, so the same content always gets
+/// the same id.
+pub fn content_commit(dir: &Path) -> Result<String, HubError> {
+    use sha1::Digest as _;
+    let mut hasher = sha1::Sha1::new();
+    for relative in list_files(dir)? {
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(git_blob_sha1(&dir.join(&relative))?.as_bytes());
+        hasher.update([b'\n']);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// A full 40-hex-digit git commit id.
 pub(crate) fn is_commit_hash(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -145,7 +165,7 @@ fn is_lfs(relative: &Path, size: u64) -> bool {
     size >= 10 * 1024 * 1024 || LFS_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
-fn create_dir_all(dir: &Path) -> Result<(), HubError> {
+pub(crate) fn create_dir_all(dir: &Path) -> Result<(), HubError> {
     fs::create_dir_all(dir).map_err(HubError::io("creating directory", dir))
 }
 
@@ -172,7 +192,7 @@ fn list_files(src: &Path) -> Result<Vec<PathBuf>, HubError> {
     Ok(out)
 }
 
-fn copy_atomic(from: &Path, to: &Path) -> Result<(), HubError> {
+pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), HubError> {
     let dir = to.parent().expect("blob paths have a parent");
     let mut tmp = tempfile::Builder::new()
         .prefix(".import-")
@@ -186,7 +206,7 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), HubError> {
     Ok(())
 }
 
-fn write_atomic(to: &Path, contents: &[u8]) -> Result<(), HubError> {
+pub(crate) fn write_atomic(to: &Path, contents: &[u8]) -> Result<(), HubError> {
     let dir = to.parent().expect("ref paths have a parent");
     create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(HubError::io("creating a temporary file in", dir))?;
@@ -198,7 +218,7 @@ fn write_atomic(to: &Path, contents: &[u8]) -> Result<(), HubError> {
 
 /// `snapshots/<commit>/<relative>` becomes a relative symlink to `blobs/<etag>`, as
 /// huggingface_hub makes them, so the cache can be moved as a whole.
-fn link_into_snapshot(snapshot: &Path, relative: &Path, etag: &str) -> Result<(), HubError> {
+pub(crate) fn link_into_snapshot(snapshot: &Path, relative: &Path, etag: &str) -> Result<(), HubError> {
     let link = snapshot.join(relative);
     let parent = link.parent().expect("snapshot entries have a parent");
     create_dir_all(parent)?;

@@ -1,0 +1,144 @@
+//! `dartboard prefetch` and `dartboard cache ...`: the model store from the shell.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use dartboard_config::{EmbeddingConfig, Overrides};
+use dartboard_hub::progress::ConsoleProgress;
+use dartboard_hub::{ModelHub, ModelRef};
+
+#[derive(Args)]
+pub struct PrefetchArgs {
+    /// Models: NAME, ORG/NAME or ORG/NAME@REVISION.
+    #[arg(required = true)]
+    models: Vec<String>,
+    /// Branch, tag or commit for every model given (instead of `main`).
+    #[arg(long)]
+    revision: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Models in the cache, with revisions and sizes.
+    List,
+    /// Total size of the cache.
+    Size,
+    /// Delete a model from the cache.
+    Rm {
+        /// NAME or ORG/NAME.
+        model: String,
+    },
+    /// Re-hash every stored file against the hash it is named by.
+    Verify {
+        /// Only this model (NAME or ORG/NAME).
+        model: Option<String>,
+        /// Delete what is corrupt and download it again.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Place a model directory into the cache as ORG/NAME (for offline machines).
+    Import {
+        /// The model directory.
+        dir: PathBuf,
+        /// The name to store it under.
+        #[arg(long = "as", value_name = "ORG/NAME")]
+        name: String,
+        /// Commit hash to record; by default one is derived from the files' hashes.
+        #[arg(long)]
+        revision: Option<String>,
+    },
+}
+
+fn hub() -> Result<ModelHub> {
+    let config = EmbeddingConfig::load(&Overrides::default())?;
+    Ok(ModelHub::from_env(config.cache_dir))
+}
+
+pub fn prefetch(args: PrefetchArgs) -> Result<()> {
+    let hub = hub()?;
+    let progress = ConsoleProgress::new();
+    for model in &args.models {
+        let reference = match &args.revision {
+            Some(rev) if !model.contains('@') => format!("{model}@{rev}"),
+            Some(_) => bail!("{model} already names a revision; drop --revision or the @REVISION"),
+            None => model.clone(),
+        };
+        let parsed = ModelRef::parse(&reference)?;
+        let files = hub.prefetch(&parsed, &progress).with_context(|| format!("cannot prefetch {reference}"))?;
+        println!("{} {} -> {}", parsed, files.revision().unwrap_or("?"), files.dir().display());
+    }
+    Ok(())
+}
+
+pub fn run(command: CacheCommand) -> Result<()> {
+    let hub = hub()?;
+    let store = hub.store();
+    match command {
+        CacheCommand::List => {
+            println!("cache: {}", store.root().display());
+            for repo in store.list()? {
+                println!("{}  {}", repo.repo_id, human(repo.size));
+                for rev in repo.revisions {
+                    let refs = if rev.refs.is_empty() { String::new() } else { format!(" ({})", rev.refs.join(", ")) };
+                    println!("  {}{refs}  {} files", rev.commit, rev.files);
+                }
+            }
+        }
+        CacheCommand::Size => println!("{}  {}", human(store.total_size()?), store.root().display()),
+        CacheCommand::Rm { model } => {
+            let freed = store.remove(&model)?;
+            println!("removed {model} ({})", human(freed));
+        }
+        CacheCommand::Verify { model, repair } => {
+            let problems = store.verify(model.as_deref())?;
+            for p in &problems {
+                println!("CORRUPT {}: {} ({})", p.repo_id, p.path.display(), p.detail);
+            }
+            if problems.is_empty() {
+                println!("all files match their hashes");
+                return Ok(());
+            }
+            if !repair {
+                bail!(
+                    "{} corrupt file(s); run `dartboard cache verify --repair` to download them again",
+                    problems.len()
+                );
+            }
+            let progress = ConsoleProgress::new();
+            for (repo_id, commit) in store.discard(&problems)? {
+                hub.prefetch(&ModelRef::parse(&format!("{repo_id}@{commit}"))?, &progress)
+                    .with_context(|| format!("cannot repair {repo_id}@{commit}"))?;
+                println!("repaired {repo_id}@{commit}");
+            }
+            let left = store.verify(model.as_deref())?;
+            if !left.is_empty() {
+                bail!("{} file(s) still corrupt after repair", left.len());
+            }
+        }
+        CacheCommand::Import { dir, name, revision } => {
+            let commit = match revision {
+                Some(r) => r,
+                None => dartboard_hub::content_commit(&dir)?,
+            };
+            let files = store.import_dir(&dir, &name, &commit, "main")?;
+            println!("imported {} as {name}@{commit} -> {}", dir.display(), files.dir().display());
+        }
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

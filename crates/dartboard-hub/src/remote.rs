@@ -1,0 +1,380 @@
+//! The Hub as seen over HTTP, through the `hf-hub` client.
+//!
+//! `hf-hub` 1.0 resolves revisions, maps the Hub's error codes, follows the LFS
+//! redirect and streams bodies with `Range`. Two things it does not give us are added
+//! here: the expected hash of every file (its `BlobLfsInfo` cannot read the tree
+//! API's `lfs.oid`, and `info()` never asks for `blobs=true`, so one metadata request
+//! is made directly), and a sync API over our own small runtime, so callers stay
+//! synchronous.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hf_hub::{HFClient, HFError};
+use serde::Deserialize;
+
+use crate::HubError;
+
+/// Where the Hub is and how to talk to it, from the environment the Hugging Face
+/// ecosystem uses.
+#[derive(Clone)]
+pub struct HubConfig {
+    /// Base URL (`HF_ENDPOINT`, default `https://huggingface.co`).
+    pub endpoint: String,
+    /// `HF_TOKEN`. Never printed: `Debug` redacts it.
+    token: Option<String>,
+    /// `HF_HUB_OFFLINE`: no network request is made at all.
+    pub offline: bool,
+    /// Attempts per request and per file body before giving up.
+    pub max_attempts: u32,
+    /// First back-off delay; it doubles with every attempt.
+    pub base_delay: Duration,
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("offline", &self.offline)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            endpoint: "https://huggingface.co".to_owned(),
+            token: None,
+            offline: false,
+            max_attempts: 5,
+            base_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+impl HubConfig {
+    /// Reads `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` from the process.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the same variables through `lookup` (for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| lookup(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut config = HubConfig::default();
+        if let Some(endpoint) = set("HF_ENDPOINT") {
+            config.endpoint = endpoint.trim_end_matches('/').to_owned();
+        }
+        config.token = set("HF_TOKEN");
+        // huggingface_hub's truthy spellings.
+        config.offline = set("HF_HUB_OFFLINE")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        config
+    }
+
+    /// Sets the endpoint.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Sets offline mode.
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Sets how often, and how patiently, failed requests are tried again.
+    pub fn with_retries(mut self, max_attempts: u32, base_delay: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.base_delay = base_delay;
+        self
+    }
+
+    /// Sets the token explicitly.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Whether a token is configured (the token itself is never exposed).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+/// One file of a revision, with what the Hub says its content hashes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// Path inside the repo.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 for LFS files, git blob sha1 for the rest: also the blob's name in the cache.
+    pub etag: String,
+}
+
+impl RemoteFile {
+    /// Whether `etag` is a sha256 (LFS) rather than a git blob sha1.
+    pub fn is_lfs(&self) -> bool {
+        self.etag.len() == 64
+    }
+}
+
+/// A connection to one Hub endpoint.
+pub(crate) struct Remote {
+    runtime: tokio::runtime::Runtime,
+    client: HFClient,
+    http: reqwest::Client,
+    config: HubConfig,
+}
+
+#[derive(Deserialize)]
+struct BlobsInfo {
+    sha: Option<String>,
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+}
+
+#[derive(Deserialize)]
+struct Sibling {
+    rfilename: String,
+    size: Option<u64>,
+    #[serde(rename = "blobId")]
+    blob_id: Option<String>,
+    lfs: Option<SiblingLfs>,
+}
+
+#[derive(Deserialize)]
+struct SiblingLfs {
+    sha256: String,
+    size: Option<u64>,
+}
+
+impl Remote {
+    pub(crate) fn new(config: &HubConfig) -> Result<Self, HubError> {
+        if config.offline {
+            return Err(HubError::Offline);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| HubError::Io {
+            action: "starting the download runtime",
+            path: ".".into(),
+            source: e,
+        })?;
+        let mut builder = HFClient::builder()
+            .endpoint(config.endpoint.clone())
+            .user_agent(concat!("dartboard-rs/", env!("CARGO_PKG_VERSION")))
+            .retry_max_attempts(config.max_attempts as usize)
+            .retry_base_delay(config.base_delay)
+            .cache_enabled(false);
+        if let Some(token) = &config.token {
+            builder = builder.token(token.clone());
+        }
+        let client = builder.build().map_err(|e| map_error(e, config, "", None))?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dartboard-rs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|e| HubError::Unreachable { endpoint: config.endpoint.clone(), reason: e.to_string() })?;
+        Ok(Remote { runtime, client, http, config: config.clone() })
+    }
+
+    pub(crate) fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The commit a revision points to, and every file of that commit with its hash.
+    pub(crate) fn snapshot(&self, repo_id: &str, revision: &str) -> Result<(String, Vec<RemoteFile>), HubError> {
+        let (owner, name) = repo_id.split_once('/').expect("repo ids are validated as org/name");
+        let repo = self.client.model(owner, name);
+        let info = self
+            .runtime
+            .block_on(repo.info().revision(revision.to_owned()).send())
+            .map_err(|e| map_error(e, &self.config, repo_id, Some(revision)))?;
+        let commit =
+            info.sha.filter(|s| crate::store::is_commit_hash(s)).ok_or_else(|| self.not_a_hub("no commit sha"))?;
+        let files = self.runtime.block_on(self.blobs(repo_id, &commit))?;
+        Ok((commit, files))
+    }
+
+    async fn blobs(&self, repo_id: &str, commit: &str) -> Result<Vec<RemoteFile>, HubError> {
+        let url = format!("{}/api/models/{repo_id}/revision/{commit}?blobs=true", self.config.endpoint);
+        let mut last = None;
+        for attempt in 0..self.config.max_attempts {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+            let mut request = self.http.get(&url);
+            if let Some(token) = &self.config.token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    let info: BlobsInfo =
+                        response.json().await.map_err(|_| self.not_a_hub("metadata is not Hub JSON"))?;
+                    if info.sha.as_deref() != Some(commit) {
+                        return Err(self.not_a_hub("metadata names another commit"));
+                    }
+                    return info.siblings.into_iter().map(|s| self.remote_file(s)).collect();
+                }
+                Ok(response) if response.status().is_server_error() => {
+                    last = Some(format!("HTTP {}", response.status()))
+                }
+                Ok(response) => {
+                    return Err(HubError::Remote {
+                        repo_id: repo_id.to_owned(),
+                        message: format!("listing files answered HTTP {}", response.status()),
+                    })
+                }
+                Err(e) => last = Some(e.to_string()),
+            }
+        }
+        Err(HubError::ServerError {
+            endpoint: self.config.endpoint.clone(),
+            attempts: self.config.max_attempts,
+            last: last.unwrap_or_default(),
+        })
+    }
+
+    fn remote_file(&self, s: Sibling) -> Result<RemoteFile, HubError> {
+        let (etag, size) = match s.lfs {
+            Some(lfs) => (lfs.sha256, lfs.size.or(s.size)),
+            None => (s.blob_id.unwrap_or_default(), s.size),
+        };
+        let valid = (etag.len() == 40 || etag.len() == 64) && etag.bytes().all(|b| b.is_ascii_hexdigit());
+        match (valid, size) {
+            (true, Some(size)) => Ok(RemoteFile { path: s.rfilename, size, etag: etag.to_ascii_lowercase() }),
+            _ => Err(self.not_a_hub(&format!("no size or hash for {}", s.rfilename))),
+        }
+    }
+
+    /// Streams `range` of a file at `commit` into `sink`. `Ok(false)` means the
+    /// server ignored the range and would send the whole file: nothing was written,
+    /// and the caller should start over from byte 0.
+    pub(crate) fn stream(
+        &self,
+        repo_id: &str,
+        commit: &str,
+        path: &str,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<bool, StreamError> {
+        let (owner, name) = repo_id.split_once('/').expect("repo ids are validated as org/name");
+        let repo = self.client.model(owner, name);
+        self.runtime.block_on(async {
+            let request = repo.download_file_stream().filename(path.to_owned()).revision(commit.to_owned());
+            let ranged = range.start > 0;
+            let request = request.maybe_range(ranged.then(|| range.clone()));
+            // hf-hub has already retried sending; a failure here is final.
+            let (length, mut body) = request
+                .send()
+                .await
+                .map_err(|e| StreamError::Hub(map_error(e, &self.config, repo_id, Some(commit)), false))?;
+            if ranged && length.is_some_and(|l| l > range.end - range.start) {
+                return Ok(false);
+            }
+            while let Some(chunk) = body.next().await {
+                // A cut connection: worth resuming from where it stopped.
+                let chunk =
+                    chunk.map_err(|e| StreamError::Hub(map_error(e, &self.config, repo_id, Some(commit)), true))?;
+                sink(&chunk).map_err(StreamError::Write)?;
+            }
+            Ok(true)
+        })
+    }
+
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        self.config.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1).min(6))
+    }
+
+    fn not_a_hub(&self, what: &str) -> HubError {
+        HubError::NotAHub { endpoint: self.config.endpoint.clone(), detail: what.to_owned() }
+    }
+}
+
+/// Why a body stream stopped.
+pub(crate) enum StreamError {
+    /// From the network or the Hub; the flag says whether trying again may help.
+    Hub(HubError, bool),
+    /// Writing to disk failed.
+    Write(std::io::Error),
+}
+
+/// Turns `hf-hub`'s errors into ours, each with its own message and fix.
+fn map_error(e: HFError, config: &HubConfig, repo_id: &str, revision: Option<&str>) -> HubError {
+    let endpoint = config.endpoint.clone();
+    match e {
+        HFError::RepoNotFound { .. } => {
+            HubError::RepoNotFound { repo_id: repo_id.to_owned(), endpoint, has_token: config.has_token() }
+        }
+        HFError::RevisionNotFound { revision: r, .. } => HubError::RevisionNotFound {
+            repo_id: repo_id.to_owned(),
+            revision: revision.map(str::to_owned).unwrap_or(r),
+        },
+        HFError::EntryNotFound { path, .. } => HubError::EntryNotFound { repo_id: repo_id.to_owned(), path },
+        HFError::AuthRequired { context } | HFError::Forbidden { context } => {
+            let code = context.error_code.as_deref().unwrap_or_default();
+            if code == "RepoNotFound" {
+                HubError::RepoNotFound { repo_id: repo_id.to_owned(), endpoint, has_token: config.has_token() }
+            } else {
+                HubError::AccessDenied {
+                    repo_id: repo_id.to_owned(),
+                    gated: code == "GatedRepo",
+                    has_token: config.has_token(),
+                }
+            }
+        }
+        HFError::Http { context } if context.status.is_server_error() => {
+            HubError::ServerError { endpoint, attempts: config.max_attempts, last: format!("HTTP {}", context.status) }
+        }
+        HFError::Http { context } if context.error_code.as_deref() == Some("RepoNotFound") => {
+            HubError::RepoNotFound { repo_id: repo_id.to_owned(), endpoint, has_token: config.has_token() }
+        }
+        HFError::Request { source, .. } if source.is_decode() => {
+            HubError::NotAHub { endpoint, detail: format!("unreadable answer: {}", error_chain(&source)) }
+        }
+        HFError::Request { source, .. } if source.is_connect() || source.is_timeout() => {
+            HubError::Unreachable { endpoint, reason: error_chain(&source) }
+        }
+        HFError::Request { source, .. } => HubError::Unreachable { endpoint, reason: error_chain(&source) },
+        HFError::Json(_) | HFError::MalformedResponse { .. } => HubError::NotAHub { endpoint, detail: e.to_string() },
+        HFError::Url(_) => HubError::NotAHub { endpoint, detail: "HF_ENDPOINT is not a valid URL".to_owned() },
+        other => HubError::Remote { repo_id: repo_id.to_owned(), message: other.to_string() },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_and_redaction() {
+        let env = |k: &str| match k {
+            "HF_ENDPOINT" => Some("http://127.0.0.1:9/".to_owned()),
+            "HF_TOKEN" => Some("hf_secret_value".to_owned()),
+            "HF_HUB_OFFLINE" => Some("True".to_owned()),
+            _ => None,
+        };
+        let config = HubConfig::from_lookup(env);
+        assert_eq!(config.endpoint, "http://127.0.0.1:9");
+        assert!(config.offline && config.has_token());
+        assert!(!format!("{config:?}").contains("hf_secret_value"));
+        assert!(!HubConfig::from_lookup(|k| (k == "HF_HUB_OFFLINE").then(|| "0".to_owned())).offline);
+        assert!(matches!(Remote::new(&config), Err(HubError::Offline)));
+    }
+}
