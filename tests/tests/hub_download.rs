@@ -381,3 +381,38 @@ fn python_client_accepts_the_stub() {
         assert_eq!(std::fs::read(snapshot.join(&f.path)).unwrap(), *f.bytes, "{}", f.path);
     }
 }
+
+#[test]
+fn requests_go_through_http_proxy_and_hf_cache_is_read() {
+    let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
+    let cache = tempfile::tempdir().unwrap();
+    // An endpoint that does not resolve: only the proxy (the stub) can answer it.
+    let r = run(dartboard()
+        .env("SENTENCE_TRANSFORMERS_HOME", cache.path())
+        .env("HF_HOME", cache.path().join("hf"))
+        .env("HF_ENDPOINT", "http://hub.example.invalid")
+        .env("HTTP_PROXY", stub.endpoint())
+        .env("http_proxy", stub.endpoint())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .args(["prefetch", "org/tiny"]));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(stub.requests().iter().any(|q| q.target.starts_with("/api/models/org/tiny")));
+
+    // A model only in the Hugging Face cache (HF_HOME/hub) loads offline, by name.
+    let hf_home = tempfile::tempdir().unwrap();
+    let imported = run(dartboard()
+        .env("SENTENCE_TRANSFORMERS_HOME", hf_home.path().join("hub"))
+        .args(["cache", "import"])
+        .arg(minilm().dir())
+        .args(["--as", "acme/only-in-hf-cache"]));
+    assert!(imported.ok, "{}", imported.stderr);
+    let empty = tempfile::tempdir().unwrap();
+    let r = run(dartboard()
+        .env("SENTENCE_TRANSFORMERS_HOME", empty.path())
+        .env("HF_HOME", hf_home.path())
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["embed", "--model", "acme/only-in-hf-cache", "hi"]));
+    assert!(r.ok, "{}", r.stderr);
+}

@@ -16,7 +16,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <setup | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV]>";
+const USAGE: &str =
+    "usage: cargo xtask <setup | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -19,6 +19,9 @@
 //! served repo, LFS redirect included (the test `python_client_accepts_the_stub` in
 //! `tests/tests/hub_download.rs` runs exactly that).
 //!
+//! It also answers absolute-form requests (`GET http://host/path`), so it can stand in
+//! for an HTTP proxy too.
+//!
 //! Faults ([`Faults`]): fail the first N requests with 500, drop the connection after N
 //! body bytes, corrupt a file's body, answer slowly. Every request is logged
 //! ([`HubStub::requests`]) so tests can assert that nothing was sent.
@@ -286,6 +289,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
     }
+    // A proxied request carries the absolute URL: serve it as the origin would,
+    // which makes the stub usable as an HTTP proxy in tests.
+    let target = match target.strip_prefix("http://").and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned())) {
+        Some(path) => path,
+        None => target,
+    };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (target.clone(), String::new()),
