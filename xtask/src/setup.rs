@@ -162,29 +162,40 @@ fn write_main_ref(store: &ModelStore, snapshot: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reference outputs of sentence-transformers, regenerated when the script, the
-/// model or the data change (the inputs' fingerprint is stored beside the output).
+/// Reference outputs of sentence-transformers: embeddings of the real default model,
+/// and the tiny random models of every architecture with their outputs. Each is
+/// regenerated when its script, the model or the data change (a fingerprint of the
+/// inputs is stored beside the output).
 pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
-    let script = root().join("xtask/python/st_reference.py");
     let out_dir = root().join("tests/fixtures/generated");
-    let out = out_dir.join("minilm_reference.json");
-    let stamp_path = out_dir.join("minilm_reference.stamp");
+    generate(env, "st_reference.py", &out_dir.join("minilm_reference.json"), sts_dev)?;
+    generate(env, "make_fixtures.py", &out_dir.join("tiny"), sts_dev)
+}
+
+fn generate(env: &SetupEnv, script: &str, out: &Path, sts_dev: &Path) -> Result<()> {
+    let script = root().join("xtask/python").join(script);
+    let stamp_path = out.with_extension("stamp");
     let stamp = format!(
         "{}\n{}\n{}\n",
         dartboard_hub::sha256_file(&script)?,
         env.model_dir.display(),
         dartboard_hub::sha256_file(sts_dev)?
     );
-    if out.is_file() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+    if out.exists() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(());
     }
-    fs::create_dir_all(&out_dir)?;
-    let tmp = out_dir.join("minilm_reference.json.tmp");
-    crate::run(
-        Command::new(&env.python).arg(&script).arg(&env.model_dir).arg(sts_dev).arg(&tmp).env("HF_HUB_OFFLINE", "1"),
-    )
-    .context("generating reference embeddings with sentence-transformers")?;
-    fs::rename(&tmp, &out)?;
+    fs::create_dir_all(out.parent().expect("outputs live in a directory"))?;
+    let tmp = out.with_extension("tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    let _ = fs::remove_file(&tmp);
+    // Both scripts take MODEL_DIR STS_DEV_CSV OUT.
+    let mut cmd = Command::new(&env.python);
+    cmd.arg(&script).arg(&env.model_dir).arg(sts_dev).arg(&tmp);
+    crate::run(cmd.env("HF_HUB_OFFLINE", "1").env("PYTHONHASHSEED", "0"))
+        .with_context(|| format!("generating {} with sentence-transformers", out.display()))?;
+    let _ = fs::remove_dir_all(out);
+    let _ = fs::remove_file(out);
+    fs::rename(&tmp, out)?;
     fs::write(&stamp_path, stamp)?;
     Ok(())
 }

@@ -11,9 +11,10 @@ use tch::{Device, Kind, Tensor};
 use tracing::{debug_span, info_span};
 
 use crate::device::{device_name, kind_of, resolve_device};
-use crate::pipeline::{read_json, Pipeline};
+use crate::pipeline::{read_json, AfterPooling, DenseActivation, Pipeline, Prompts};
 use crate::pooling::{normalize, Pooling};
 use crate::tokenize::TextTokenizer;
+use crate::weights::Weights;
 use crate::{EmbedError, Embeddings, Encoder};
 
 /// How to load a model.
@@ -33,12 +34,34 @@ impl Default for LoadOptions {
     }
 }
 
+/// Which prompt to prepend to every text (sentence-transformers' `prompt_name` /
+/// `prompt` arguments of `encode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prompt<'a> {
+    /// The model's `default_prompt_name`, if it has one.
+    #[default]
+    Default,
+    /// No prompt, even if the model has a default.
+    None,
+    /// One of the model's named prompts (`"query"`).
+    Name(&'a str),
+    /// This text, prepended as is.
+    Text(&'a str),
+}
+
+/// A module after pooling, loaded.
+enum AfterPoolingLayer {
+    Dense { weight: Tensor, bias: Option<Tensor>, activation: DenseActivation },
+    Normalize,
+}
+
 /// A sentence-transformers model ready to embed texts.
 pub struct SentenceEmbedder {
     tokenizer: TextTokenizer,
     encoder: Box<dyn Encoder>,
     pooling: Pooling,
-    normalize: bool,
+    after_pooling: Vec<AfterPoolingLayer>,
+    prompts: Prompts,
     device: Device,
     dtype: DType,
     batch_size: usize,
@@ -68,12 +91,14 @@ impl SentenceEmbedder {
         let max_length = token_limit(&pipeline, encoder.as_ref())?;
         let tokenizer =
             TextTokenizer::load(&pipeline.transformer_dir.join("tokenizer.json"), max_length, pipeline.do_lower_case)?;
-        let dim = pipeline.pooling.output_dim(encoder.hidden_size()) as usize;
+        let dim = pipeline.output_dim(encoder.hidden_size()) as usize;
+        let after_pooling = load_after_pooling(&pipeline, encoder.hidden_size(), device)?;
         Ok(SentenceEmbedder {
             tokenizer,
             encoder,
             pooling: pipeline.pooling,
-            normalize: pipeline.normalize,
+            after_pooling,
+            prompts: pipeline.prompts,
             device,
             dtype: options.dtype,
             batch_size: options.batch_size.max(1),
@@ -112,22 +137,42 @@ impl SentenceEmbedder {
         self.tokenizer.max_length()
     }
 
-    /// Embeds one text.
+    /// The model's named prompts and its default prompt name.
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
+    /// Embeds one text (with the default prompt, if the model has one).
     pub fn encode_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         Ok(self.encode(&[text])?.row(0).to_vec())
     }
 
-    /// Embeds texts; row `i` of the result belongs to `texts[i]`.
+    /// Embeds texts with the model's default prompt (if any); row `i` of the result
+    /// belongs to `texts[i]`.
+    pub fn encode(&self, texts: &[&str]) -> Result<Embeddings, EmbedError> {
+        self.encode_with(texts, Prompt::Default)
+    }
+
+    /// Embeds texts with a prompt prepended to each.
     ///
     /// Texts are tokenized once, sorted by token count (longest first, as
     /// sentence-transformers does) so each batch carries little padding, then put
     /// back in input order.
-    pub fn encode(&self, texts: &[&str]) -> Result<Embeddings, EmbedError> {
+    pub fn encode_with(&self, texts: &[&str], prompt: Prompt<'_>) -> Result<Embeddings, EmbedError> {
         let mut out = vec![0f32; texts.len() * self.dim];
         if texts.is_empty() {
             return Ok(Embeddings::new(self.dim, out));
         }
-        let encodings = self.tokenizer.encode(texts)?;
+        let prompt = self.prompt_text(prompt)?.filter(|p| !p.is_empty());
+        let prompted: Vec<String>;
+        let (texts, prompt_length) = match prompt {
+            Some(p) => {
+                prompted = texts.iter().map(|t| format!("{p}{t}")).collect();
+                (prompted.iter().map(String::as_str).collect::<Vec<_>>(), Some(self.tokenizer.prompt_length(p)?))
+            }
+            None => (texts.to_vec(), None),
+        };
+        let encodings = self.tokenizer.encode(&texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
 
@@ -137,7 +182,7 @@ impl SentenceEmbedder {
             let batch: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
             let width = batch.first().map_or(0, |e| e.len());
             let _span = debug_span!("encode", batch = batch.len(), max_len = width).entered();
-            let vectors = self.embed_batch(&batch)?;
+            let vectors = self.embed_batch(&batch, prompt_length)?;
             pooled.resize(chunk.len() * self.dim, 0.0);
             vectors.f_copy_data(&mut pooled, chunk.len() * self.dim)?;
             for (row, &index) in chunk.iter().enumerate() {
@@ -148,19 +193,74 @@ impl SentenceEmbedder {
         Ok(Embeddings::new(self.dim, out))
     }
 
+    fn prompt_text<'p>(&'p self, prompt: Prompt<'p>) -> Result<Option<&'p str>, EmbedError> {
+        let by_name = |name: &str| {
+            self.prompts.named.get(name).map(String::as_str).ok_or_else(|| EmbedError::UnknownPrompt {
+                name: name.to_owned(),
+                available: self.prompts.named.keys().cloned().collect(),
+            })
+        };
+        Ok(match prompt {
+            Prompt::Default => self.prompts.default_name.as_deref().map(by_name).transpose()?,
+            Prompt::None => None,
+            Prompt::Name(name) => Some(by_name(name)?),
+            Prompt::Text(text) => Some(text),
+        })
+    }
+
     /// One forward pass: `[B, dim]` f32 on the CPU, contiguous.
-    fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Tensor, EmbedError> {
+    fn embed_batch(&self, batch: &[&tokenizers::Encoding], prompt_length: Option<i64>) -> Result<Tensor, EmbedError> {
         let input = self.tokenizer.batch(batch, self.device)?;
         let tokens = self.encoder.forward(&input)?;
         // Pool in f32 whatever the compute precision: the sums over up to 512 tokens
         // are where bf16 would lose the most.
         let tokens = tokens.f_to_kind(Kind::Float)?;
-        let mut pooled = self.pooling.forward(&tokens, &input.attention_mask)?;
-        if self.normalize {
-            pooled = normalize(&pooled)?;
+        let mut pooled = self.pooling.forward(&tokens, &input.attention_mask, prompt_length)?;
+        for layer in &self.after_pooling {
+            pooled = match layer {
+                AfterPoolingLayer::Dense { weight, bias, activation } => {
+                    let linear = pooled.f_linear(weight, bias.as_ref())?;
+                    match activation {
+                        DenseActivation::Identity => linear,
+                        DenseActivation::Tanh => linear.f_tanh()?,
+                        DenseActivation::Relu => linear.f_relu()?,
+                        DenseActivation::Sigmoid => linear.f_sigmoid()?,
+                        DenseActivation::Gelu => linear.f_gelu("none")?,
+                    }
+                }
+                AfterPoolingLayer::Normalize => normalize(&pooled)?,
+            };
         }
         Ok(pooled.f_to_device(Device::Cpu)?.f_contiguous()?)
     }
+}
+
+/// Loads the Dense layers' weights (in f32, like the pooled vectors they act on)
+/// and checks each layer's input width against what arrives.
+fn load_after_pooling(pipeline: &Pipeline, hidden: i64, device: Device) -> Result<Vec<AfterPoolingLayer>, EmbedError> {
+    let mut width = pipeline.pooling.output_dim(hidden);
+    let mut layers = Vec::new();
+    for module in &pipeline.after_pooling {
+        layers.push(match module {
+            AfterPooling::Normalize => AfterPoolingLayer::Normalize,
+            AfterPooling::Dense(spec) => {
+                if spec.in_features != width {
+                    return Err(EmbedError::InvalidFile {
+                        path: spec.dir.join("config.json"),
+                        reason: format!("in_features is {} but the previous module produces {width}", spec.in_features),
+                    });
+                }
+                let weights = Weights::load(&spec.dir, Kind::Float, device)?;
+                let linear = weights.pp("linear");
+                let weight = linear.get("weight", &[spec.out_features, spec.in_features]);
+                let bias = spec.bias.then(|| linear.get("bias", &[spec.out_features]));
+                weights.finish()?;
+                width = spec.out_features;
+                AfterPoolingLayer::Dense { weight, bias, activation: spec.activation }
+            }
+        });
+    }
+    Ok(layers)
 }
 
 #[derive(Deserialize)]

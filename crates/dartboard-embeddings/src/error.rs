@@ -67,6 +67,14 @@ pub enum EmbedError {
         /// Why, and what to use instead.
         reason: String,
     },
+    /// A prompt name the model does not define.
+    #[error("the model has no prompt named {name:?}; its prompts are: {}", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
+    UnknownPrompt {
+        /// The name asked for.
+        name: String,
+        /// The names the model defines.
+        available: Vec<String>,
+    },
     /// The tokenizer failed on an input.
     #[error("tokenizer error: {0}")]
     Tokenize(String),

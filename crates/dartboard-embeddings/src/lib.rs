@@ -32,17 +32,18 @@ mod embeddings;
 mod encoder;
 mod error;
 pub mod models;
+mod pickle;
 mod pipeline;
 pub mod pooling;
 mod tokenize;
 mod weights;
 
 pub use device::{device_name, kind_of, resolve_device};
-pub use embedder::{LoadOptions, SentenceEmbedder};
+pub use embedder::{LoadOptions, Prompt, SentenceEmbedder};
 pub use embeddings::Embeddings;
 pub use encoder::{Encoder, EncoderInput};
 pub use error::EmbedError;
-pub use pipeline::Pipeline;
+pub use pipeline::{AfterPooling, DenseActivation, DenseSpec, Pipeline, Prompts};
 
 /// The libtorch version `tch` requires; torch-sys refuses to build against any other.
 pub const LIBTORCH_VERSION: &str = "2.13.0";

@@ -12,9 +12,10 @@ use crate::pooling::{Pooling, PoolingMode};
 use crate::EmbedError;
 
 /// Module types (the last segment of `type` in modules.json) this crate runs.
-pub const SUPPORTED_MODULES: &[&str] = &["Transformer", "Pooling", "Normalize"];
+pub const SUPPORTED_MODULES: &[&str] = &["Transformer", "Pooling", "Dense", "Normalize"];
 
-/// What runs after tokenization, in order: encoder, pooling, optional normalization.
+/// What runs after tokenization, in order: encoder, pooling, then Dense and
+/// Normalize modules in the order modules.json lists them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
     /// Directory holding the transformer's config.json, tokenizer and weights.
@@ -25,8 +26,89 @@ pub struct Pipeline {
     pub do_lower_case: bool,
     /// How token embeddings become one vector.
     pub pooling: Pooling,
-    /// Whether the result is L2-normalized.
-    pub normalize: bool,
+    /// Modules after pooling.
+    pub after_pooling: Vec<AfterPooling>,
+    /// Named prompts and the default one (config_sentence_transformers.json).
+    pub prompts: Prompts,
+}
+
+/// A module that runs on the pooled vector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterPooling {
+    /// A linear layer with an activation (`2_Dense/`).
+    Dense(DenseSpec),
+    /// L2 normalization.
+    Normalize,
+}
+
+/// A `Dense` module's configuration (its weights are in `dir`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseSpec {
+    /// The module directory.
+    pub dir: PathBuf,
+    /// Input width.
+    pub in_features: i64,
+    /// Output width.
+    pub out_features: i64,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+    /// Applied after the linear layer.
+    pub activation: DenseActivation,
+}
+
+/// Activations a `Dense` module may name (`torch.nn.modules.activation.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseActivation {
+    /// `torch.nn.Identity`.
+    Identity,
+    /// `torch.nn.Tanh` (the default).
+    Tanh,
+    /// `torch.nn.ReLU`.
+    Relu,
+    /// `torch.nn.Sigmoid`.
+    Sigmoid,
+    /// `torch.nn.GELU`.
+    Gelu,
+}
+
+/// Prompts from config_sentence_transformers.json.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prompts {
+    /// Name to prompt text (`"query" -> "query: "`).
+    pub named: BTreeMap<String, String>,
+    /// Used when the caller names none.
+    pub default_name: Option<String>,
+}
+
+impl Pipeline {
+    /// Width of the final embeddings.
+    pub fn output_dim(&self, hidden: i64) -> i64 {
+        self.after_pooling.iter().fold(self.pooling.output_dim(hidden), |dim, m| match m {
+            AfterPooling::Dense(d) => d.out_features,
+            AfterPooling::Normalize => dim,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct DenseFile {
+    in_features: i64,
+    out_features: i64,
+    #[serde(default = "yes")]
+    bias: bool,
+    #[serde(default)]
+    activation_function: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+struct StConfigFile {
+    #[serde(default)]
+    prompts: BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -50,25 +132,28 @@ impl Pipeline {
     /// transformer, then mean pooling, no normalization.
     pub fn read(dir: &Path) -> Result<Self, EmbedError> {
         let modules_path = dir.join("modules.json");
+        let prompts = read_prompts(dir)?;
         if !modules_path.is_file() {
             return Ok(Pipeline {
                 transformer_dir: dir.to_path_buf(),
                 max_seq_length: None,
                 do_lower_case: false,
                 pooling: Pooling::new(vec![PoolingMode::Mean]),
-                normalize: false,
+                after_pooling: Vec::new(),
+                prompts,
             });
         }
         let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
         let mut transformer_dir = None;
         let mut pooling = None;
-        let mut normalize = false;
+        let mut after_pooling = Vec::new();
         for module in &modules {
             let module_dir = dir.join(checked_relative(&modules_path, &module.path)?);
             match module.kind.rsplit('.').next().unwrap_or_default() {
                 "Transformer" if transformer_dir.is_none() => transformer_dir = Some(module_dir),
                 "Pooling" if pooling.is_none() => pooling = Some(read_pooling(&module_dir.join("config.json"))?),
-                "Normalize" => normalize = true,
+                "Dense" if pooling.is_some() => after_pooling.push(AfterPooling::Dense(read_dense(&module_dir)?)),
+                "Normalize" if pooling.is_some() => after_pooling.push(AfterPooling::Normalize),
                 _ => {
                     return Err(EmbedError::UnsupportedModule {
                         path: modules_path,
@@ -89,9 +174,51 @@ impl Pipeline {
             max_seq_length: st_config.max_seq_length,
             do_lower_case: st_config.do_lower_case,
             pooling,
-            normalize,
+            after_pooling,
+            prompts,
         })
     }
+}
+
+fn read_prompts(dir: &Path) -> Result<Prompts, EmbedError> {
+    let path = dir.join("config_sentence_transformers.json");
+    if !path.is_file() {
+        return Ok(Prompts::default());
+    }
+    let file: StConfigFile = read_json(&path)?;
+    if let Some(name) = file.default_prompt_name.as_ref().filter(|n| !file.prompts.contains_key(*n)) {
+        return Err(EmbedError::InvalidFile {
+            path,
+            reason: format!("default_prompt_name {name:?} is not one of its prompts"),
+        });
+    }
+    Ok(Prompts { named: file.prompts, default_name: file.default_prompt_name })
+}
+
+fn read_dense(dir: &Path) -> Result<DenseSpec, EmbedError> {
+    let path = dir.join("config.json");
+    let file: DenseFile = read_json(&path)?;
+    let name = file.activation_function.unwrap_or_else(|| "torch.nn.modules.activation.Tanh".to_owned());
+    let activation = match name.rsplit('.').next().unwrap_or_default() {
+        "Identity" => DenseActivation::Identity,
+        "Tanh" => DenseActivation::Tanh,
+        "ReLU" => DenseActivation::Relu,
+        "Sigmoid" => DenseActivation::Sigmoid,
+        "GELU" => DenseActivation::Gelu,
+        _ => {
+            return Err(EmbedError::InvalidFile {
+                path,
+                reason: format!("activation_function {name:?} is not supported (Identity, Tanh, ReLU, Sigmoid, GELU)"),
+            })
+        }
+    };
+    Ok(DenseSpec {
+        dir: dir.to_path_buf(),
+        in_features: file.in_features,
+        out_features: file.out_features,
+        bias: file.bias,
+        activation,
+    })
 }
 
 /// Module paths come from a downloaded file; they must stay inside the model.
@@ -111,19 +238,26 @@ fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
         path: path.to_path_buf(),
         reason: format!("unknown pooling mode {mode:?}; supported: {}", PoolingMode::NAMES.join(", ")),
     };
+    // sentence-transformers 5+ writes `pooling_mode` (a name or a list, in output
+    // order); older versions one boolean per mode, output in the canonical order.
     let mut modes = Vec::new();
-    if let Some(value) = raw.get("pooling_mode") {
-        let name = value.as_str().ok_or_else(|| unknown(&value.to_string()))?;
-        modes.push(PoolingMode::from_name(name).ok_or_else(|| unknown(name))?);
-    }
-    for (key, value) in &raw {
-        let Some(flag) = key.strip_prefix("pooling_mode_") else { continue };
-        if value.as_bool() != Some(true) {
-            continue;
+    match raw.get("pooling_mode") {
+        Some(serde_json::Value::String(name)) => modes.push(PoolingMode::from_name(name).ok_or_else(|| unknown(name))?),
+        Some(serde_json::Value::Array(names)) => {
+            for value in names {
+                let name = value.as_str().ok_or_else(|| unknown(&value.to_string()))?;
+                modes.push(PoolingMode::from_name(name).ok_or_else(|| unknown(name))?);
+            }
         }
-        let mode = PoolingMode::from_config_key(flag).ok_or_else(|| unknown(flag))?;
-        if !modes.contains(&mode) {
-            modes.push(mode);
+        Some(other) => return Err(unknown(&other.to_string())),
+        None => {
+            for (key, value) in &raw {
+                let Some(flag) = key.strip_prefix("pooling_mode_") else { continue };
+                if value.as_bool() == Some(true) {
+                    modes.push(PoolingMode::from_config_key(flag).ok_or_else(|| unknown(flag))?);
+                }
+            }
+            modes.sort();
         }
     }
     if modes.is_empty() {
@@ -132,7 +266,8 @@ fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
             reason: format!("no pooling mode is enabled; set one of {}", PoolingMode::NAMES.join(", ")),
         });
     }
-    Ok(Pooling::new(modes))
+    let include_prompt = raw.get("include_prompt").and_then(|v| v.as_bool()).unwrap_or(true);
+    Ok(Pooling::new(modes).with_include_prompt(include_prompt))
 }
 
 /// Reads and deserializes a JSON file, naming the file in every error.
@@ -171,8 +306,61 @@ mod tests {
         );
         let p = Pipeline::read(dir.path()).unwrap();
         assert_eq!(p.max_seq_length, Some(256));
-        assert!(p.normalize);
+        assert_eq!(p.after_pooling, [AfterPooling::Normalize]);
         assert_eq!(p.pooling.modes(), &[PoolingMode::Mean]);
+    }
+
+    #[test]
+    fn new_pooling_format_keeps_order_and_legacy_flags_use_canonical_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "modules.json", MODULES);
+        write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode": ["mean", "cls"], "include_prompt": false}"#);
+        let p = Pipeline::read(dir.path()).unwrap();
+        assert_eq!(p.pooling.modes(), &[PoolingMode::Mean, PoolingMode::Cls]);
+        assert!(!p.pooling.include_prompt());
+        write(
+            dir.path(),
+            "1_Pooling/config.json",
+            r#"{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true, "pooling_mode_lasttoken": true}"#,
+        );
+        let p = Pipeline::read(dir.path()).unwrap();
+        assert_eq!(p.pooling.modes(), &[PoolingMode::Cls, PoolingMode::Mean, PoolingMode::LastToken]);
+    }
+
+    #[test]
+    fn dense_and_prompts() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "modules.json",
+            r#"[{"path": "", "type": "x.Transformer"}, {"path": "1_Pooling", "type": "x.Pooling"},
+            {"path": "2_Dense", "type": "x.Dense"}, {"path": "3_Normalize", "type": "x.Normalize"}]"#,
+        );
+        write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode": "cls"}"#);
+        write(
+            dir.path(),
+            "2_Dense/config.json",
+            r#"{"in_features": 32, "out_features": 16, "activation_function": "torch.nn.modules.activation.Tanh"}"#,
+        );
+        write(
+            dir.path(),
+            "config_sentence_transformers.json",
+            r#"{"prompts": {"query": "query: "}, "default_prompt_name": "query"}"#,
+        );
+        let p = Pipeline::read(dir.path()).unwrap();
+        assert_eq!(p.output_dim(32), 16);
+        assert!(
+            matches!(&p.after_pooling[0], AfterPooling::Dense(d) if d.activation == DenseActivation::Tanh && d.bias)
+        );
+        assert_eq!(p.prompts.default_name.as_deref(), Some("query"));
+        write(
+            dir.path(),
+            "2_Dense/config.json",
+            r#"{"in_features": 32, "out_features": 16, "activation_function": "my.Custom"}"#,
+        );
+        assert!(Pipeline::read(dir.path()).unwrap_err().to_string().contains("my.Custom"));
+        write(dir.path(), "config_sentence_transformers.json", r#"{"prompts": {}, "default_prompt_name": "query"}"#);
+        assert!(Pipeline::read(dir.path()).unwrap_err().to_string().contains("default_prompt_name"));
     }
 
     #[test]
@@ -180,7 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = Pipeline::read(dir.path()).unwrap();
         assert_eq!(p.pooling.modes(), &[PoolingMode::Mean]);
-        assert!(!p.normalize);
+        assert!(p.after_pooling.is_empty());
     }
 
     #[test]

@@ -59,14 +59,30 @@ impl PoolingMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pooling {
     modes: Vec<PoolingMode>,
+    include_prompt: bool,
 }
 
 impl Pooling {
-    /// Pooling with these modes (sorted into sentence-transformers' order).
-    pub fn new(mut modes: Vec<PoolingMode>) -> Self {
-        modes.sort();
-        modes.dedup();
-        Pooling { modes }
+    /// Pooling with these modes, output in the order given (repeats dropped).
+    pub fn new(modes: Vec<PoolingMode>) -> Self {
+        let mut unique = Vec::with_capacity(modes.len());
+        for mode in modes {
+            if !unique.contains(&mode) {
+                unique.push(mode);
+            }
+        }
+        Pooling { modes: unique, include_prompt: true }
+    }
+
+    /// Whether prompt tokens take part in pooling (`include_prompt`).
+    pub fn with_include_prompt(mut self, include_prompt: bool) -> Self {
+        self.include_prompt = include_prompt;
+        self
+    }
+
+    /// See [`Pooling::with_include_prompt`].
+    pub fn include_prompt(&self) -> bool {
+        self.include_prompt
     }
 
     /// The enabled modes in output order.
@@ -80,9 +96,26 @@ impl Pooling {
     }
 
     /// `[B, T, H]` token embeddings and a `[B, T]` 0/1 mask (right-padded) to `[B, D]`.
-    pub fn forward(&self, tokens: &Tensor, mask: &Tensor) -> Result<Tensor, EmbedError> {
+    /// `prompt_length` leading tokens are left out when the model excludes prompts.
+    pub fn forward(&self, tokens: &Tensor, mask: &Tensor, prompt_length: Option<i64>) -> Result<Tensor, EmbedError> {
         let kind = tokens.kind();
+        let excluded;
+        let mask = match prompt_length.filter(|&n| n > 0 && !self.include_prompt) {
+            Some(n) => {
+                let seq = mask.size()[1];
+                let keep = Tensor::f_arange(seq, (Kind::Int64, mask.device()))?.f_ge(n)?.f_to_kind(mask.kind())?;
+                excluded = mask.f_mul(&keep.f_unsqueeze(0)?)?;
+                &excluded
+            }
+            None => mask,
+        };
         let mask_f = mask.f_unsqueeze(-1)?.f_to_kind(kind)?; // [B, T, 1]
+        let hidden = tokens.size()[2];
+        // The first and last positions the mask keeps (cls and lasttoken pooling).
+        let gather_at = |index: Tensor| -> Result<Tensor, EmbedError> {
+            let index = index.f_view([-1, 1, 1])?.f_expand([-1, 1, hidden], false)?;
+            Ok(tokens.f_gather(1, &index, false)?.f_squeeze_dim(1)?)
+        };
         let count =
             || -> Result<Tensor, EmbedError> { Ok(mask_f.f_sum_dim_intlist(1, false, kind)?.f_clamp_min(1e-9)?) };
         let masked_sum =
@@ -90,8 +123,8 @@ impl Pooling {
         let mut parts = Vec::with_capacity(self.modes.len());
         for mode in &self.modes {
             parts.push(match mode {
-                PoolingMode::Cls => tokens.f_select(1, 0)?,
-                PoolingMode::Max => tokens.f_masked_fill(&mask_f.f_eq(0.0)?, -1e9)?.f_amax(1, false)?,
+                PoolingMode::Cls => gather_at(mask.f_to_kind(Kind::Int)?.f_argmax(1, false)?)?,
+                PoolingMode::Max => tokens.f_masked_fill(&mask_f.f_eq(0.0)?, f64::NEG_INFINITY)?.f_amax(1, false)?,
                 PoolingMode::Mean => masked_sum()?.f_div(&count()?)?,
                 PoolingMode::MeanSqrtLen => masked_sum()?.f_div(&count()?.f_sqrt()?)?,
                 PoolingMode::WeightedMean => {
@@ -102,10 +135,10 @@ impl Pooling {
                     sum.f_div(&weights.f_sum_dim_intlist(1, false, kind)?.f_clamp_min(1e-9)?)?
                 }
                 PoolingMode::LastToken => {
-                    let hidden = tokens.size()[2];
-                    let last = mask.f_sum_dim_intlist(1, false, Kind::Int64)?.f_sub_scalar(1)?.f_clamp_min(0)?;
-                    let index = last.f_view([-1, 1, 1])?.f_expand([-1, 1, hidden], false)?;
-                    tokens.f_gather(1, &index, false)?.f_squeeze_dim(1)?
+                    let seq = mask.size()[1];
+                    let from_end = mask.f_flip([1])?.f_to_kind(Kind::Int)?.f_argmax(1, false)?;
+                    let last = from_end.f_neg()?.f_add_scalar(seq - 1)?;
+                    gather_at(last)?.f_mul(&mask_f.f_amax(1, false)?)?
                 }
             });
         }
@@ -139,7 +172,7 @@ mod tests {
     #[test]
     fn modes_ignore_padding() {
         let (t, m) = tokens();
-        let pool = |modes| rows(&Pooling::new(modes).forward(&t, &m).unwrap());
+        let pool = |modes| rows(&Pooling::new(modes).forward(&t, &m, None).unwrap());
         assert_eq!(pool(vec![PoolingMode::Mean]), vec![vec![3., 4.], vec![10., 20.]]);
         assert_eq!(pool(vec![PoolingMode::Cls]), vec![vec![1., 2.], vec![10., 20.]]);
         assert_eq!(pool(vec![PoolingMode::Max]), vec![vec![5., 6.], vec![10., 20.]]);
@@ -152,11 +185,21 @@ mod tests {
     }
 
     #[test]
-    fn combined_modes_concatenate_in_sentence_transformers_order() {
+    fn combined_modes_concatenate_in_the_order_given() {
         let (t, m) = tokens();
         let p = Pooling::new(vec![PoolingMode::Mean, PoolingMode::Cls]);
         assert_eq!(p.output_dim(2), 4);
-        assert_eq!(rows(&p.forward(&t, &m).unwrap())[0], vec![1., 2., 3., 4.]);
+        assert_eq!(rows(&p.forward(&t, &m, None).unwrap())[0], vec![3., 4., 1., 2.]);
+    }
+
+    #[test]
+    fn excluded_prompt_tokens_do_not_count() {
+        let (t, m) = tokens();
+        let p = Pooling::new(vec![PoolingMode::Mean, PoolingMode::Cls]).with_include_prompt(false);
+        // Row 0 without its first token: mean of (3,4),(5,6); cls is the first kept token.
+        assert_eq!(rows(&p.forward(&t, &m, Some(1)).unwrap())[0], vec![4., 5., 3., 4.]);
+        let kept = Pooling::new(vec![PoolingMode::Mean]);
+        assert_eq!(rows(&kept.forward(&t, &m, Some(1)).unwrap())[0], vec![3., 4.], "include_prompt keeps them");
     }
 
     #[test]

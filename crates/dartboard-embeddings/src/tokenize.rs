@@ -43,6 +43,18 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, pad_id: i64::from(pad_id), lowercase, max_length })
     }
 
+    /// How many leading tokens a prompt occupies once prepended: its tokens with
+    /// special tokens, minus a trailing special token (`[SEP]`, `</s>`), which a real
+    /// text would push further right. This is how sentence-transformers measures it.
+    pub fn prompt_length(&self, prompt: &str) -> Result<i64, EmbedError> {
+        let encoding = self.encode(&[prompt])?.remove(0);
+        let ids = encoding.get_ids();
+        let trailing_special = ids
+            .last()
+            .is_some_and(|last| self.inner.get_added_tokens_decoder().get(last).is_some_and(|token| token.special));
+        Ok(ids.len() as i64 - i64::from(trailing_special))
+    }
+
     /// The token limit, special tokens included.
     pub fn max_length(&self) -> usize {
         self.max_length

@@ -60,7 +60,8 @@ impl Weights {
 
     /// A scope that prepends `prefix.` to every name, like a path in the checkpoint.
     pub fn pp(&self, prefix: &str) -> Scope<'_> {
-        Scope { weights: self, prefix: prefix.to_owned() }
+        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}.") };
+        Scope { weights: self, prefix }
     }
 
     /// Fails with every missing or misshapen tensor recorded by [`Scope::get`].
@@ -135,9 +136,9 @@ fn read_checkpoint(dir: &Path) -> Result<(PathBuf, Vec<(String, Tensor)>), Embed
     }
     let pickle = dir.join("pytorch_model.bin");
     if pickle.is_file() {
-        let tensors = Tensor::loadz_multi(&pickle).map_err(|e| EmbedError::InvalidFile {
+        let tensors = crate::pickle::read_torch_zip(&pickle).map_err(|e| EmbedError::InvalidFile {
             path: pickle.clone(),
-            reason: format!("not a readable PyTorch checkpoint ({e})"),
+            reason: format!("not a readable PyTorch checkpoint: {e}"),
         })?;
         return Ok((pickle, tensors));
     }

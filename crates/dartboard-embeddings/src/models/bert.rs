@@ -40,6 +40,19 @@ pub struct Config {
     /// Only `absolute` is implemented (every documented model uses it).
     #[serde(default)]
     pub position_embedding_type: Option<String>,
+    /// Id of the padding token; RoBERTa-style models number positions after it.
+    #[serde(default)]
+    pub pad_token_id: i64,
+}
+
+/// How position ids are assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// `0, 1, 2, ...` (BERT).
+    Absolute,
+    /// `pad + 1, pad + 2, ...` for real tokens and `pad` for padding (RoBERTa, XLM-R,
+    /// fairseq's `make_positions`).
+    AfterPadding(i64),
 }
 
 fn default_type_vocab_size() -> i64 {
@@ -61,6 +74,16 @@ pub struct BertModel {
 impl BertModel {
     /// Builds the model from its weights; missing tensors are collected in `weights`.
     pub fn load(weights: &mut Weights, config: &Config, config_path: &Path) -> Result<Self, EmbedError> {
+        Self::load_with_positions(weights, config, config_path, Positions::Absolute)
+    }
+
+    /// Like [`BertModel::load`], with RoBERTa-style position ids when asked.
+    pub fn load_with_positions(
+        weights: &mut Weights,
+        config: &Config,
+        config_path: &Path,
+        positions: Positions,
+    ) -> Result<Self, EmbedError> {
         if let Some(kind) = config.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
             return Err(EmbedError::InvalidFile {
                 path: config_path.to_path_buf(),
@@ -78,15 +101,14 @@ impl BertModel {
         }
         weights.detect_prefix("embeddings.word_embeddings.weight");
         let root = weights.pp("");
-        let embeddings = Embeddings::load(&root.pp("embeddings"), config);
+        let embeddings = Embeddings::load(&root.pp("embeddings"), config, positions);
         let encoder = root.pp("encoder").pp("layer");
         let layers = (0..config.num_hidden_layers).map(|i| Layer::load(&encoder.pp(i), config)).collect();
-        Ok(BertModel {
-            embeddings,
-            layers,
-            hidden_size: config.hidden_size,
-            max_positions: config.max_position_embeddings,
-        })
+        let max_positions = match positions {
+            Positions::Absolute => config.max_position_embeddings,
+            Positions::AfterPadding(pad) => config.max_position_embeddings - pad - 1,
+        };
+        Ok(BertModel { embeddings, layers, hidden_size: config.hidden_size, max_positions })
     }
 }
 
@@ -100,10 +122,7 @@ impl Encoder for BertModel {
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
-        let (batch, seq) = input.input_ids.size2()?;
-        // Boolean [B, 1, 1, T]: true where a key may be attended to. Broadcasting over
-        // heads and queries gives the same result as transformers' expanded 4-D mask.
-        let mask = input.attention_mask.f_ne(0)?.f_view([batch, 1, 1, seq])?;
+        let mask = super::key_mask(&input.attention_mask)?;
         let mut hidden = self.embeddings.forward(&input.input_ids, &input.token_type_ids)?;
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &mask)?;
@@ -117,21 +136,25 @@ struct Embeddings {
     position: Tensor,
     token_type: Tensor,
     norm: LayerNorm,
+    positions: Positions,
 }
 
 impl Embeddings {
-    fn load(w: &Scope<'_>, c: &Config) -> Self {
+    fn load(w: &Scope<'_>, c: &Config, positions: Positions) -> Self {
         Embeddings {
             word: w.pp("word_embeddings").get("weight", &[c.vocab_size, c.hidden_size]),
             position: w.pp("position_embeddings").get("weight", &[c.max_position_embeddings, c.hidden_size]),
             token_type: w.pp("token_type_embeddings").get("weight", &[c.type_vocab_size, c.hidden_size]),
             norm: LayerNorm::load(&w.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps),
+            positions,
         }
     }
 
     fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor, EmbedError> {
-        let seq = input_ids.size()[1];
-        let positions = Tensor::f_arange(seq, (Kind::Int64, input_ids.device()))?;
+        let positions = match self.positions {
+            Positions::Absolute => Tensor::f_arange(input_ids.size()[1], (Kind::Int64, input_ids.device()))?,
+            Positions::AfterPadding(pad) => super::positions_after_padding(input_ids, pad)?,
+        };
         let words = Tensor::f_embedding(&self.word, input_ids, -1, false, false)?;
         let types = Tensor::f_embedding(&self.token_type, token_type_ids, -1, false, false)?;
         let pos = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;

@@ -1,6 +1,8 @@
 //! Architectures, one file each, chosen once from `config.json`.
 
 pub mod bert;
+pub mod mpnet;
+pub mod xlm_roberta;
 
 use std::path::Path;
 
@@ -12,7 +14,7 @@ use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder};
 
 /// `model_type` values this crate can load.
-pub const SUPPORTED: &[&str] = &["bert"];
+pub const SUPPORTED: &[&str] = &["bert", "mpnet", "xlm-roberta", "roberta"];
 
 /// Reads `config.json`, picks the architecture and loads its weights.
 pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn Encoder>, EmbedError> {
@@ -20,16 +22,53 @@ pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn En
     let header: Header = read_json(&config_path)?;
     let model_type =
         header.model_type.or_else(|| header.architectures.and_then(|a| a.into_iter().next())).unwrap_or_default();
-    match model_type.to_ascii_lowercase().as_str() {
+    let weights = || Weights::load(dir, kind, device);
+    let encoder: Box<dyn Encoder> = match model_type.to_ascii_lowercase().replace('_', "-").as_str() {
         "bert" | "bertmodel" => {
             let config: bert::Config = read_json(&config_path)?;
-            let mut weights = Weights::load(dir, kind, device)?;
+            let mut weights = weights()?;
             let model = bert::BertModel::load(&mut weights, &config, &config_path)?;
             weights.finish()?;
-            Ok(Box::new(model))
+            Box::new(model)
         }
-        _ => Err(EmbedError::UnsupportedArchitecture { path: config_path, found: model_type, supported: SUPPORTED }),
-    }
+        "xlm-roberta" | "roberta" | "xlmrobertamodel" | "robertamodel" => {
+            let config: bert::Config = read_json(&config_path)?;
+            let mut weights = weights()?;
+            let model = xlm_roberta::load(&mut weights, &config, &config_path)?;
+            weights.finish()?;
+            Box::new(model)
+        }
+        "mpnet" | "mpnetmodel" => {
+            let config: mpnet::Config = read_json(&config_path)?;
+            let mut weights = weights()?;
+            let model = mpnet::MPNetModel::load(&mut weights, &config, &config_path)?;
+            weights.finish()?;
+            Box::new(model)
+        }
+        _ => {
+            return Err(EmbedError::UnsupportedArchitecture {
+                path: config_path,
+                found: model_type,
+                supported: SUPPORTED,
+            })
+        }
+    };
+    Ok(encoder)
+}
+
+/// fairseq's `make_positions`: real tokens are numbered from `pad + 1`, padding
+/// keeps `pad` (transformers' `create_position_ids_from_input_ids`).
+pub(crate) fn positions_after_padding(input_ids: &Tensor, pad: i64) -> Result<Tensor, EmbedError> {
+    let mask = input_ids.f_ne(pad)?.f_to_kind(Kind::Int64)?;
+    Ok(mask.f_cumsum(1, Kind::Int64)?.f_mul(&mask)?.f_add_scalar(pad)?)
+}
+
+/// Boolean `[B, 1, 1, T]` key mask from a `[B, T]` 0/1 attention mask: true where a
+/// key may be attended to. Broadcasting over heads and queries gives the same result
+/// as transformers' expanded 4-D mask.
+pub(crate) fn key_mask(attention_mask: &Tensor) -> Result<Tensor, EmbedError> {
+    let (batch, seq) = attention_mask.size2()?;
+    Ok(attention_mask.f_ne(0)?.f_view([batch, 1, 1, seq])?)
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,218 @@
+//! MPNet (Song et al. 2020, arXiv:2004.09297), the encoder of all-mpnet-base-v2 and
+//! multi-qa-mpnet-base-dot-v1.
+//!
+//! Mirrors transformers' `MPNetModel` (`src/transformers/models/mpnet/modeling_mpnet.py`):
+//! RoBERTa-style positions and embeddings without token types, post-LayerNorm blocks,
+//! and a T5-style relative position bias computed once from a bucket table shared by
+//! every layer and added to the attention scores.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use super::{positions_after_padding, Activation, LayerNorm, Linear};
+use crate::weights::{Scope, Weights};
+use crate::{EmbedError, Encoder, EncoderInput};
+
+/// transformers computes buckets with 32 whatever `relative_attention_num_buckets`
+/// says (`compute_position_bias(x)` keeps its default); matching outputs means
+/// doing the same.
+const BUCKETS: i64 = 32;
+const MAX_DISTANCE: f64 = 128.0;
+/// transformers' `MPNetEmbeddings` numbers positions after id 1 whatever
+/// `pad_token_id` says (every released checkpoint uses 1 anyway).
+const PADDING_IDX: i64 = 1;
+
+/// The fields of an MPNet `config.json` this implementation reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Rows of the word embedding table.
+    pub vocab_size: i64,
+    /// Width of every hidden state.
+    pub hidden_size: i64,
+    /// Transformer blocks.
+    pub num_hidden_layers: usize,
+    /// Attention heads per block.
+    pub num_attention_heads: i64,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: i64,
+    /// Feed-forward activation.
+    pub hidden_act: Activation,
+    /// Rows of the position embedding table.
+    pub max_position_embeddings: i64,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// Rows of the relative attention bias table.
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: i64,
+}
+
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+
+fn default_buckets() -> i64 {
+    32
+}
+
+/// The MPNet encoder stack.
+pub struct MPNetModel {
+    word: Tensor,
+    position: Tensor,
+    embedding_norm: LayerNorm,
+    relative_bias: Tensor,
+    layers: Vec<Layer>,
+    hidden_size: i64,
+    heads: i64,
+    max_positions: i64,
+}
+
+impl MPNetModel {
+    /// Builds the model from its weights; missing tensors are collected in `weights`.
+    pub fn load(weights: &mut Weights, c: &Config, config_path: &Path) -> Result<Self, EmbedError> {
+        if c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0 {
+            return Err(EmbedError::InvalidFile {
+                path: config_path.to_path_buf(),
+                reason: format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    c.hidden_size, c.num_attention_heads
+                ),
+            });
+        }
+        weights.detect_prefix("embeddings.word_embeddings.weight");
+        let root = weights.pp("");
+        let emb = root.pp("embeddings");
+        let encoder = root.pp("encoder");
+        let layer = encoder.pp("layer");
+        Ok(MPNetModel {
+            word: emb.pp("word_embeddings").get("weight", &[c.vocab_size, c.hidden_size]),
+            position: emb.pp("position_embeddings").get("weight", &[c.max_position_embeddings, c.hidden_size]),
+            embedding_norm: LayerNorm::load(&emb.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps),
+            relative_bias: encoder
+                .pp("relative_attention_bias")
+                .get("weight", &[c.relative_attention_num_buckets, c.num_attention_heads]),
+            layers: (0..c.num_hidden_layers).map(|i| Layer::load(&layer.pp(i), c)).collect(),
+            hidden_size: c.hidden_size,
+            heads: c.num_attention_heads,
+            max_positions: c.max_position_embeddings - PADDING_IDX - 1,
+        })
+    }
+
+    /// `[1, heads, T, T]` bias from the bucketed relative distance `key - query`.
+    fn position_bias(&self, seq: i64, dtype: Kind) -> Result<Tensor, EmbedError> {
+        let device = self.word.device();
+        let positions = Tensor::f_arange(seq, (Kind::Int64, device))?;
+        let relative = positions.f_unsqueeze(0)?.f_sub(&positions.f_unsqueeze(1)?)?; // [q, k]
+        let buckets = relative_position_bucket(&relative)?;
+        let values = Tensor::f_embedding(&self.relative_bias, &buckets, -1, false, false)?; // [q, k, heads]
+        Ok(values.f_permute([2, 0, 1])?.f_unsqueeze(0)?.f_to_kind(dtype)?)
+    }
+}
+
+/// T5's bucketing of relative positions, as MPNet uses it: half the buckets per
+/// direction, exact up to 8, logarithmic up to 128.
+fn relative_position_bucket(relative: &Tensor) -> Result<Tensor, EmbedError> {
+    let half = BUCKETS / 2;
+    let n = relative.f_neg()?;
+    let direction = n.f_lt(0)?.f_to_kind(Kind::Int64)?.f_mul_scalar(half)?;
+    let n = n.f_abs()?;
+    let max_exact = half / 2;
+    let is_small = n.f_lt(max_exact)?;
+    let scale = (half - max_exact) as f64 / (MAX_DISTANCE / max_exact as f64).ln();
+    let large = n
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(max_exact as f64)?
+        .f_log()?
+        .f_mul_scalar(scale)?
+        .f_to_kind(Kind::Int64)?
+        .f_add_scalar(max_exact)?
+        .f_clamp_max(half - 1)?;
+    Ok(direction.f_add(&n.f_where_self(&is_small, &large)?)?)
+}
+
+impl Encoder for MPNetModel {
+    fn hidden_size(&self) -> i64 {
+        self.hidden_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions as usize
+    }
+
+    fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
+        let (batch, seq) = input.input_ids.size2()?;
+        let positions = positions_after_padding(&input.input_ids, PADDING_IDX)?;
+        let words = Tensor::f_embedding(&self.word, &input.input_ids, -1, false, false)?;
+        let pos = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;
+        let mut hidden = self.embedding_norm.forward(&words.f_add(&pos)?)?;
+        let dtype = hidden.kind();
+        // One additive mask for every layer: relative bias plus -inf-like on padding keys.
+        let padding = input
+            .attention_mask
+            .f_eq(0)?
+            .f_view([batch, 1, 1, seq])?
+            .f_to_kind(dtype)?
+            .f_mul_scalar(min_value(dtype))?;
+        let mask = self.position_bias(seq, dtype)?.f_add(&padding)?;
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, &mask, self.heads)?;
+        }
+        Ok(hidden)
+    }
+}
+
+/// The most negative finite value, as transformers uses for masked positions.
+fn min_value(kind: Kind) -> f64 {
+    match kind {
+        Kind::Half => -65504.0,
+        Kind::BFloat16 => -3.3895313892515355e38,
+        _ => f32::MIN as f64,
+    }
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    activation: Activation,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+impl Layer {
+    fn load(w: &Scope<'_>, c: &Config) -> Self {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let attention = w.pp("attention");
+        let attn = attention.pp("attn");
+        Layer {
+            q: Linear::load(&attn.pp("q"), h, h),
+            k: Linear::load(&attn.pp("k"), h, h),
+            v: Linear::load(&attn.pp("v"), h, h),
+            o: Linear::load(&attn.pp("o"), h, h),
+            attention_norm: LayerNorm::load(&attention.pp("LayerNorm"), h, c.layer_norm_eps),
+            intermediate: Linear::load(&w.pp("intermediate").pp("dense"), h, i),
+            activation: c.hidden_act,
+            output: Linear::load(&w.pp("output").pp("dense"), i, h),
+            output_norm: LayerNorm::load(&w.pp("output").pp("LayerNorm"), h, c.layer_norm_eps),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, mask: &Tensor, heads: i64) -> Result<Tensor, EmbedError> {
+        let (batch, seq, hidden) = xs.size3()?;
+        let split = |t: Tensor| -> Result<Tensor, EmbedError> {
+            Ok(t.f_view([batch, seq, heads, hidden / heads])?.f_transpose(1, 2)?)
+        };
+        let (q, k, v) = (split(self.q.forward(xs)?)?, split(self.k.forward(xs)?)?, split(self.v.forward(xs)?)?);
+        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
+            .f_transpose(1, 2)?
+            .f_reshape([batch, seq, hidden])?;
+        let attended = self.attention_norm.forward(&self.o.forward(&context)?.f_add(xs)?)?;
+        let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
+        self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)
+    }
+}

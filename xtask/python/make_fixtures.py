@@ -1,0 +1,195 @@
+"""Tiny random-weight models of every architecture and module combination, saved the
+way sentence-transformers saves them, with sentence-transformers' own outputs.
+
+Run by `cargo xtask test` through the project's venv (regenerated when this script
+changes; nothing here is committed, because the outputs are a pure function of this
+script and the pinned library versions):
+
+    python make_fixtures.py MINILM_DIR STS_DEV_CSV OUT_DIR
+
+For each fixture NAME it writes OUT_DIR/NAME/ (a model directory) and
+OUT_DIR/NAME.json (texts, the cases run, and the embeddings sentence-transformers
+produced after loading the saved directory back).
+"""
+
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, processors, trainers, normalizers, decoders
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    MPNetConfig,
+    MPNetModel,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+)
+from sentence_transformers import CrossEncoder, SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Pooling
+from sentence_transformers.base.modules import Dense, Normalize, Transformer
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+EDGE_TEXTS = [
+    "",
+    "   ",
+    "UPPER and lower Case",
+    "Café naïve résumé Ångström",
+    "日本語のテキスト",
+    "Emoji 🚀 and symbols ∑√",
+    "def f(x):\n    return x * 2  # code",
+    " ".join(["Dartboard balances relevance and diversity."] * 40),
+]
+
+
+def sts_sentences(path, n):
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for s in (row[5], row[6]):
+                if s not in out:
+                    out.append(s)
+            if len(out) >= n:
+                return out[:n]
+    return out
+
+
+def bert_tokenizer(minilm_dir):
+    return AutoTokenizer.from_pretrained(minilm_dir)
+
+
+def unigram_tokenizer(texts):
+    """A small SentencePiece-style Unigram tokenizer, shaped like XLM-R's."""
+    tok = Tokenizer(tok_models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=special, unk_token="<unk>")
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>", mask_token="<mask>", model_max_length=512,
+    )
+
+
+def save_base(model, tokenizer, workdir, name, **save_kwargs):
+    path = os.path.join(workdir, name)
+    model.save_pretrained(path, **save_kwargs)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build(base_path, pooling_mode, max_seq_length=None, dense=None, normalize=True, include_prompt=True,
+          prompts=None, default_prompt_name=None, do_lower_case=False):
+    transformer = Transformer(base_path, max_seq_length=max_seq_length, do_lower_case=do_lower_case)
+    dim = transformer.get_embedding_dimension() if hasattr(transformer, "get_embedding_dimension") else TINY["hidden_size"]
+    modules = [transformer, Pooling(dim, pooling_mode=pooling_mode, include_prompt=include_prompt)]
+    width = dim * (1 if isinstance(pooling_mode, str) else len(pooling_mode))
+    if dense:
+        torch.manual_seed(7)
+        modules.append(Dense(width, dense, activation_function=torch.nn.Tanh()))
+    if normalize:
+        modules.append(Normalize())
+    return SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device="cpu")
+
+
+def record(out_dir, name, model, texts, cases, safe_serialization=True):
+    path = os.path.join(out_dir, name)
+    shutil.rmtree(path, ignore_errors=True)
+    model.save(path, safe_serialization=safe_serialization)
+    reloaded = SentenceTransformer(path, device="cpu")
+    results = []
+    for case in cases:
+        emb = reloaded.encode(texts, convert_to_numpy=True, **case)
+        results.append({**case, "embeddings": emb.astype("float32").tolist()})
+    with open(os.path.join(out_dir, name + ".json"), "w", encoding="utf-8") as f:
+        json.dump({"texts": texts, "dim": len(results[0]["embeddings"][0]), "cases": results}, f)
+    return path
+
+
+def main():
+    minilm_dir, sts_dev, out_dir = sys.argv[1:4]
+    os.makedirs(out_dir, exist_ok=True)
+    texts = sts_sentences(sts_dev, 40) + EDGE_TEXTS
+    work = tempfile.mkdtemp()
+    plain = [{}]
+
+    torch.manual_seed(0)
+    bert_tok = bert_tokenizer(minilm_dir)
+    bert = save_base(BertModel(BertConfig(vocab_size=bert_tok.vocab_size, **TINY)), bert_tok, work, "bert")
+
+    record(out_dir, "bert_mean_norm", build(bert, "mean", max_seq_length=64), texts, plain)
+    record(out_dir, "bert_cls_dense", build(bert, "cls", dense=16), texts, plain)
+    record(out_dir, "bert_multi_pooling", build(bert, ("max", "cls", "mean", "mean_sqrt_len_tokens"), normalize=False), texts, plain)
+    record(out_dir, "bert_weighted_last", build(bert, ("weightedmean", "lasttoken"), max_seq_length=48), texts, plain)
+    prompts = {"query": "query: ", "passage": "passage: "}
+    record(
+        out_dir, "bert_prompts",
+        build(bert, "mean", prompts=prompts, default_prompt_name="query", include_prompt=False),
+        texts, [{}, {"prompt_name": "passage"}, {"prompt": "Represent this sentence: "}],
+    )
+    record(out_dir, "bert_prompts_included", build(bert, ("cls", "mean"), prompts=prompts), texts, [{}, {"prompt_name": "query"}])
+    # The same model twice: pickled weights (as old Hub repos ship them) and safetensors.
+    pickled = record(out_dir, "bert_bin", build(bert, "mean", dense=8), texts, plain, safe_serialization=False)
+    # sentence-transformers 6 and transformers 5 write safetensors regardless; old
+    # repos have pytorch_model.bin, so pickle the same weights the way they were
+    # (torch.save of the state dict).
+    model = BertModel.from_pretrained(pickled)
+    os.remove(os.path.join(pickled, "model.safetensors"))
+    torch.save(model.state_dict(), os.path.join(pickled, "pytorch_model.bin"))
+    record(out_dir, "bert_bin_twin", build(bert, "mean", dense=8), texts, plain)
+
+    # Sharded safetensors: the transformer weights split into several files with an index.
+    sharded = record(out_dir, "bert_sharded", build(bert, "mean"), texts, plain)
+    model = BertModel.from_pretrained(sharded)
+    os.remove(os.path.join(sharded, "model.safetensors"))
+    model.save_pretrained(sharded, max_shard_size="400KB")
+
+    torch.manual_seed(1)
+    mpnet = save_base(MPNetModel(MPNetConfig(vocab_size=bert_tok.vocab_size, pad_token_id=0, relative_attention_num_buckets=32, **TINY)), bert_tok, work, "mpnet")
+    record(out_dir, "mpnet_mean_norm", build(mpnet, "mean", max_seq_length=64), texts, plain)
+    record(out_dir, "mpnet_cls", build(mpnet, "cls", normalize=False), texts, plain)
+
+    torch.manual_seed(2)
+    uni_tok = unigram_tokenizer(sts_sentences(sts_dev, 2000))
+    xlmr = save_base(XLMRobertaModel(XLMRobertaConfig(vocab_size=len(uni_tok), pad_token_id=1, type_vocab_size=1, max_position_embeddings=130, **TINY)), uni_tok, work, "xlmr")
+    record(out_dir, "xlmr_mean_norm", build(xlmr, "mean", max_seq_length=64), texts, plain)
+    torch.manual_seed(3)
+    roberta = save_base(RobertaModel(RobertaConfig(vocab_size=len(uni_tok), pad_token_id=1, type_vocab_size=1, max_position_embeddings=130, **TINY)), uni_tok, work, "roberta")
+    record(out_dir, "roberta_max_dense", build(roberta, "max", max_seq_length=100, dense=16), texts, plain)
+
+    # Cross-encoder: BERT with a one-logit classification head (sigmoid at predict time).
+    torch.manual_seed(4)
+    ce_path = os.path.join(out_dir, "cross_encoder")
+    shutil.rmtree(ce_path, ignore_errors=True)
+    head = BertForSequenceClassification(BertConfig(vocab_size=bert_tok.vocab_size, num_labels=1, **TINY))
+    head.save_pretrained(ce_path)
+    bert_tok.save_pretrained(ce_path)
+    ce = CrossEncoder(ce_path, device="cpu")
+    query = "How does Dartboard improve RAG systems?"
+    passages = texts[:12] + [EDGE_TEXTS[0], EDGE_TEXTS[-1]]
+    scores = ce.predict([(query, p) for p in passages], convert_to_numpy=True)
+    matrix = ce.predict([(a, b) for a in passages[:5] for b in passages[:5]], convert_to_numpy=True)
+    with open(ce_path + ".json", "w", encoding="utf-8") as f:
+        json.dump({"query": query, "passages": passages, "scores": scores.tolist(), "matrix": matrix.reshape(5, 5).tolist()}, f)
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
