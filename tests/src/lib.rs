@@ -90,16 +90,28 @@ pub fn dartboard_bin() -> PathBuf {
     bin
 }
 
-/// A `dartboard` command with the EMBEDDING_* variables of the caller removed, so a
-/// developer's shell settings cannot change what a test sees.
+/// A `dartboard` command with the EMBEDDING_* and HF_* variables of the caller
+/// removed, so a developer's shell settings cannot change what a test sees, and
+/// offline: tests never reach beyond loopback ([`dartboard_online`] is for the Hub
+/// stand-in).
 pub fn dartboard() -> Command {
     let mut cmd = Command::new(dartboard_bin());
     for (key, _) in std::env::vars() {
-        if key.starts_with("EMBEDDING_") || key == "DARTBOARD_CONFIG" {
+        if key.starts_with("EMBEDDING_") || key.starts_with("HF_") || key == "DARTBOARD_CONFIG" {
             cmd.env_remove(key);
         }
     }
     cmd.env("SENTENCE_TRANSFORMERS_HOME", cache_dir());
+    // Port 9 (discard) on loopback: should offline mode ever be bypassed, the
+    // request fails locally instead of leaving the machine.
+    cmd.env("HF_HUB_OFFLINE", "1").env("HF_ENDPOINT", "http://127.0.0.1:9");
+    cmd
+}
+
+/// A `dartboard` command that may download, from `endpoint` only.
+pub fn dartboard_online(endpoint: &str) -> Command {
+    let mut cmd = dartboard();
+    cmd.env_remove("HF_HUB_OFFLINE").env("HF_ENDPOINT", endpoint);
     cmd
 }
 

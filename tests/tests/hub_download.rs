@@ -10,7 +10,7 @@ use std::time::Duration;
 use dartboard_hub::progress::NoProgress;
 use dartboard_hub::{HubConfig, HubError, ModelHub, ModelRef};
 use dartboard_hub_stub::{HubStub, StubRepo};
-use dartboard_tests::{dartboard, minilm, run, venv_python};
+use dartboard_tests::{dartboard, dartboard_online, minilm, run, venv_python};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -254,10 +254,9 @@ fn four_concurrent_prefetches_share_one_set_of_blobs() {
     let cache = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..4)
         .map(|_| {
-            dartboard()
+            dartboard_online(&stub.endpoint())
                 .env("SENTENCE_TRANSFORMERS_HOME", cache.path())
                 .env("HF_HOME", cache.path().join("hf"))
-                .env("HF_ENDPOINT", stub.endpoint())
                 .args(["prefetch", "org/tiny"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -280,10 +279,9 @@ fn cli_prefetch_cache_commands_and_repair() {
     let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
     let cache = tempfile::tempdir().unwrap();
     let cmd = || {
-        let mut c = dartboard();
+        let mut c = dartboard_online(&stub.endpoint());
         c.env("SENTENCE_TRANSFORMERS_HOME", cache.path())
             .env("HF_HOME", cache.path().join("hf"))
-            .env("HF_ENDPOINT", stub.endpoint())
             .env("HF_TOKEN", "hf_should_never_be_printed");
         c
     };
@@ -339,10 +337,9 @@ fn loading_an_uncached_model_downloads_it_and_python_reads_our_cache() {
     .unwrap();
     let stub = HubStub::start(vec![repo]);
     let cache = tempfile::tempdir().unwrap();
-    let r = run(dartboard()
+    let r = run(dartboard_online(&stub.endpoint())
         .env("SENTENCE_TRANSFORMERS_HOME", cache.path())
         .env("HF_HOME", cache.path().join("hf"))
-        .env("HF_ENDPOINT", stub.endpoint())
         .args(["embed", "Dartboard improves RAG"]));
     assert!(r.ok, "{}", r.stderr);
     let ours: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
@@ -387,10 +384,9 @@ fn requests_go_through_http_proxy_and_hf_cache_is_read() {
     let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
     let cache = tempfile::tempdir().unwrap();
     // An endpoint that does not resolve: only the proxy (the stub) can answer it.
-    let r = run(dartboard()
+    let r = run(dartboard_online("http://hub.example.invalid")
         .env("SENTENCE_TRANSFORMERS_HOME", cache.path())
         .env("HF_HOME", cache.path().join("hf"))
-        .env("HF_ENDPOINT", "http://hub.example.invalid")
         .env("HTTP_PROXY", stub.endpoint())
         .env("http_proxy", stub.endpoint())
         .env_remove("NO_PROXY")
