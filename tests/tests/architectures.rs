@@ -52,7 +52,12 @@ fn check(name: &str) {
             .enumerate()
             .map(|(i, theirs)| (cosine(ours.row(i), theirs), i))
             .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
-        println!("{name} {prompt:?}: min cosine {:.8}", worst.0);
+        // Parity only means something if texts embed differently from each other.
+        let spread = (1..texts.len())
+            .map(|i| cosine(&case.embeddings[i - 1], &case.embeddings[i]))
+            .fold(f64::INFINITY, f64::min);
+        assert!(spread < 0.99, "{name}: fixture texts embed alike (min neighbour cosine {spread})");
+        println!("{name} {prompt:?}: min cosine {:.8} (texts differ down to {spread:.3})", worst.0);
         assert!(worst.0 >= 0.99999, "{name} {prompt:?}: cosine {} on text {:?}", worst.0, texts[worst.1]);
     }
 }
@@ -106,4 +111,34 @@ fn prompts_are_looked_up_by_name() {
     let none = model.encode_with(&["x"], Prompt::None).unwrap();
     assert_eq!(with_default, explicit);
     assert!(cosine(none.row(0), explicit.row(0)) < 0.9999, "the prompt changes the embedding");
+}
+
+#[derive(Deserialize)]
+struct CrossFixture {
+    query: String,
+    passages: Vec<String>,
+    scores: Vec<f32>,
+    matrix: Vec<Vec<f32>>,
+}
+
+#[test]
+fn cross_encoder_scores_match_sentence_transformers() {
+    let dir = fixtures_dir().join("cross_encoder");
+    let fixture: CrossFixture = serde_json::from_slice(&std::fs::read(dir.with_extension("json")).unwrap()).unwrap();
+    let files = dartboard_hub::ModelFiles::open(&dir, None, None).unwrap();
+    let model = dartboard_embeddings::CrossEncoder::load(&files, LoadOptions::default()).unwrap();
+    assert_eq!(model.activation(), dartboard_embeddings::ScoreActivation::Sigmoid);
+    let passages: Vec<&str> = fixture.passages.iter().map(String::as_str).collect();
+    let scores = model.score(&fixture.query, &passages).unwrap();
+    let worst = scores.iter().zip(&fixture.scores).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    println!("cross-encoder max |score difference| {worst:e}");
+    assert!(worst <= 1e-4, "{scores:?} vs {:?}", fixture.scores);
+    let (lo, hi) = fixture.scores.iter().fold((f32::MAX, f32::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+    assert!(hi - lo > 0.1, "fixture scores must spread for the tolerance to mean anything: {lo}..{hi}");
+    let matrix = model.score_matrix(&passages[..5]).unwrap();
+    for (ours, theirs) in matrix.iter().flatten().zip(fixture.matrix.iter().flatten()) {
+        assert!((ours - theirs).abs() <= 1e-4, "{ours} vs {theirs}");
+    }
+    // Pairs are ordered: (a, b) and (b, a) are different inputs.
+    assert!(matrix[0][1] != matrix[1][0]);
 }

@@ -213,3 +213,39 @@ fn weights_that_do_not_fit_are_listed() {
         &["model.safetensors", "safetensors"],
     );
 }
+
+#[test]
+fn rerank_and_prompt_flags() {
+    let tiny = dartboard_tests::workspace_root().join("tests/fixtures/generated/tiny");
+    let r = run(dartboard()
+        .args(["rerank", "--query", "How does Dartboard improve RAG?", "--model"])
+        .arg(tiny.join("cross_encoder"))
+        .args(["Dartboard picks diverse passages", "Bread needs flour", "RAG retrieves documents"]));
+    assert!(r.ok, "{}", r.stderr);
+    let rows: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    let scores: Vec<f64> = rows.iter().map(|v| v["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    let mut indices: Vec<u64> = rows.iter().map(|v| v["index"].as_u64().unwrap()).collect();
+    indices.sort();
+    assert_eq!(indices, [0, 1, 2]);
+
+    // The default reranker is not cached here, and tests run offline: a clear error.
+    assert_clean_failure(
+        &run(dartboard().args(["rerank", "--query", "q", "x"])),
+        &["ms-marco-MiniLM-L-12-v2", "not in the cache"],
+    );
+
+    let model = tiny.join("bert_prompts");
+    let embed = |extra: &[&str]| {
+        let r = run(dartboard().args(["embed", "--model"]).arg(&model).args(extra).arg("hello"));
+        assert!(r.ok, "{}", r.stderr);
+        embeddings_of(&r.stdout).remove(0)
+    };
+    let default = embed(&[]);
+    assert_eq!(default, embed(&["--prompt-name", "query"]), "the default prompt is query");
+    assert_eq!(embed(&["--prompt", "query: "]), default);
+    assert!(cosine(&embed(&["--no-prompt"]), &default) < 0.9999);
+    let r = run(dartboard().args(["embed", "--model"]).arg(&model).args(["--prompt-name", "nope", "x"]));
+    assert_clean_failure(&r, &["nope", "passage", "query"]);
+}

@@ -88,7 +88,19 @@ def unigram_tokenizer(texts):
     )
 
 
+def spread(model, std=0.25):
+    """transformers' init (std 0.02) makes every text embed almost alike and every
+    cross-encoder score ~0.5, which would let a wrong implementation pass a parity
+    test. Wider weights make outputs differ from text to text."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" not in name and "layer_norm" not in name:
+                p.normal_(0.0, std)
+    return model
+
+
 def save_base(model, tokenizer, workdir, name, **save_kwargs):
+    spread(model)
     path = os.path.join(workdir, name)
     model.save_pretrained(path, **save_kwargs)
     tokenizer.save_pretrained(path)
@@ -178,7 +190,7 @@ def main():
     torch.manual_seed(4)
     ce_path = os.path.join(out_dir, "cross_encoder")
     shutil.rmtree(ce_path, ignore_errors=True)
-    head = BertForSequenceClassification(BertConfig(vocab_size=bert_tok.vocab_size, num_labels=1, **TINY))
+    head = spread(BertForSequenceClassification(BertConfig(vocab_size=bert_tok.vocab_size, num_labels=1, **TINY)))
     head.save_pretrained(ce_path)
     bert_tok.save_pretrained(ce_path)
     ce = CrossEncoder(ce_path, device="cpu")

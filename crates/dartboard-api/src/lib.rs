@@ -139,6 +139,15 @@ impl EmbeddingModel {
         Ok(self.lock().encode(texts)?)
     }
 
+    /// Embeds texts with a prompt.
+    pub fn encode_with(
+        &self,
+        texts: &[&str],
+        prompt: dartboard_embeddings::Prompt<'_>,
+    ) -> Result<Embeddings, ApiError> {
+        Ok(self.lock().encode_with(texts, prompt)?)
+    }
+
     /// Embeds one text.
     pub fn encode_one(&self, text: &str) -> Result<Vec<f32>, ApiError> {
         Ok(self.lock().encode_one(text)?)

@@ -5,6 +5,7 @@
 
 mod cache;
 mod demo;
+mod rerank;
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
@@ -16,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dartboard_api::EmbeddingModel;
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig, Overrides};
-use dartboard_embeddings::SentenceEmbedder;
+use dartboard_embeddings::{Prompt, SentenceEmbedder};
 
 #[derive(Parser)]
 #[command(name = "dartboard", version, about = "Sentence embeddings on libtorch, the sentence-transformers way")]
@@ -33,6 +34,8 @@ enum Command {
     Info(ModelArgs),
     /// Embed eight sample documents and retrieve for a query with Dartboard.
     Demo(ModelArgs),
+    /// Score passages against a query with a cross-encoder, best first, as JSON Lines.
+    Rerank(rerank::RerankArgs),
     /// Download models into the cache for later offline use (e.g. in a Docker build).
     Prefetch(cache::PrefetchArgs),
     /// Inspect and manage the model cache.
@@ -68,6 +71,15 @@ struct EmbedArgs {
     /// Write JSON Lines to FILE instead of stdout (replaced atomically).
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Prepend this text to every input (e.g. "query: " for e5 models).
+    #[arg(long, conflicts_with = "prompt_name")]
+    prompt: Option<String>,
+    /// Prepend the model's prompt of this name (from config_sentence_transformers.json).
+    #[arg(long)]
+    prompt_name: Option<String>,
+    /// Use no prompt even if the model has a default one.
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_name"])]
+    no_prompt: bool,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -99,6 +111,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed(args),
         Command::Info(args) => info(args),
         Command::Demo(args) => demo::run(args),
+        Command::Rerank(args) => rerank::run(args),
         Command::Prefetch(args) => cache::prefetch(args),
         Command::Cache(command) => cache::run(command),
     };
@@ -126,7 +139,13 @@ fn embed(args: EmbedArgs) -> Result<()> {
     // cost a model load.
     let (_, model) = args.model.load()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let embeddings = model.encode(&refs)?;
+    let prompt = match (&args.prompt, &args.prompt_name, args.no_prompt) {
+        (Some(text), _, _) => Prompt::Text(text),
+        (None, Some(name), _) => Prompt::Name(name),
+        (None, None, true) => Prompt::None,
+        (None, None, false) => Prompt::Default,
+    };
+    let embeddings = model.encode_with(&refs, prompt)?;
     let write_all = |out: &mut dyn Write| -> Result<()> {
         for row in embeddings.rows() {
             serde_json::to_writer(&mut *out, &serde_json::json!({ "embedding": row }))?;
@@ -140,7 +159,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     }
 }
 
-fn read_lines(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_lines(path: &Path) -> Result<Vec<String>> {
     let mut text = String::new();
     if path == Path::new("-") {
         if io::stdin().is_terminal() {
@@ -158,7 +177,7 @@ fn read_lines(path: &Path) -> Result<Vec<String>> {
 
 /// Writes to a temporary file beside `path` and renames it into place, so a failure
 /// half-way never leaves a truncated output file.
-fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cross_encoder;
 mod device;
 mod embedder;
 mod embeddings;
@@ -38,6 +39,7 @@ pub mod pooling;
 mod tokenize;
 mod weights;
 
+pub use cross_encoder::{CrossEncoder, ScoreActivation};
 pub use device::{device_name, kind_of, resolve_device};
 pub use embedder::{LoadOptions, Prompt, SentenceEmbedder};
 pub use embeddings::Embeddings;

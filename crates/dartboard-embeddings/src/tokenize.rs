@@ -71,6 +71,14 @@ impl TextTokenizer {
         result.map_err(|e| EmbedError::Tokenize(e.to_string()))
     }
 
+    /// Tokenizes text pairs (`[CLS] a [SEP] b [SEP]` with segment ids), unpadded,
+    /// truncating the longer side first.
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<Encoding>, EmbedError> {
+        let inputs: Vec<tokenizers::EncodeInput<'_>> =
+            pairs.iter().map(|&(a, b)| tokenizers::EncodeInput::Dual(a.into(), b.into())).collect();
+        self.inner.encode_batch(inputs, true).map_err(|e| EmbedError::Tokenize(e.to_string()))
+    }
+
     /// Pads encodings to the longest one and moves them to `device`.
     pub fn batch(&self, encodings: &[&Encoding], device: Device) -> Result<EncoderInput, EmbedError> {
         let rows = encodings.len();

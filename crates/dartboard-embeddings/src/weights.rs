@@ -58,10 +58,17 @@ impl Weights {
         }
     }
 
-    /// A scope that prepends `prefix.` to every name, like a path in the checkpoint.
+    /// A scope that prepends `prefix.` to every name, like a path in the checkpoint,
+    /// under the detected base-model prefix.
     pub fn pp(&self, prefix: &str) -> Scope<'_> {
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}.") };
+        let prefix = if prefix.is_empty() { self.prefix.clone() } else { format!("{}{prefix}.", self.prefix) };
         Scope { weights: self, prefix }
+    }
+
+    /// Like [`Weights::pp`] but from the checkpoint's root, for task heads that sit
+    /// beside the base model (`classifier.*` next to `bert.*`).
+    pub fn pp_root(&self, prefix: &str) -> Scope<'_> {
+        Scope { weights: self, prefix: format!("{prefix}.") }
     }
 
     /// Fails with every missing or misshapen tensor recorded by [`Scope::get`].
@@ -75,8 +82,8 @@ impl Weights {
         }
     }
 
-    fn get(&self, name: &str, shape: &[i64]) -> Tensor {
-        let full = format!("{}{name}", self.prefix);
+    fn get(&self, full: &str, shape: &[i64]) -> Tensor {
+        let full = full.to_owned();
         // Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
         let legacy = full
             .strip_suffix(".weight")
