@@ -3,6 +3,7 @@
 //! Thin on purpose: flags become [`dartboard_config::Overrides`], and everything else
 //! is the library crates' work. Errors print their whole chain and exit non-zero.
 
+mod bench;
 mod cache;
 mod demo;
 mod rerank;
@@ -36,6 +37,8 @@ enum Command {
     Demo(ModelArgs),
     /// Score passages against a query with a cross-encoder, best first, as JSON Lines.
     Rerank(rerank::RerankArgs),
+    /// Measure throughput on a corpus (what `cargo xtask bench` runs).
+    Bench(bench::BenchArgs),
     /// Download models into the cache for later offline use (e.g. in a Docker build).
     Prefetch(cache::PrefetchArgs),
     /// Inspect and manage the model cache.
@@ -96,6 +99,12 @@ impl ModelArgs {
         Ok(EmbeddingConfig::load(&overrides)?)
     }
 
+    pub(crate) fn load_embedder(&self) -> Result<(EmbeddingConfig, SentenceEmbedder)> {
+        let config = self.config()?;
+        let model = SentenceEmbedder::from_config(&config).with_context(|| format!("cannot load embedding model {}", config.model))?;
+        Ok((config, model))
+    }
+
     fn load(&self) -> Result<(EmbeddingConfig, EmbeddingModel)> {
         let config = self.config()?;
         let model =
@@ -112,6 +121,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info(args),
         Command::Demo(args) => demo::run(args),
         Command::Rerank(args) => rerank::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Prefetch(args) => cache::prefetch(args),
         Command::Cache(command) => cache::run(command),
     };

@@ -1,5 +1,8 @@
 //! From the user's spelling of a device and precision to tch's.
 
+use std::path::Path;
+use std::sync::OnceLock;
+
 use dartboard_config::{DType, DeviceSpec};
 use tch::{Device, Kind};
 
@@ -13,23 +16,57 @@ use crate::EmbedError;
 pub fn resolve_device(spec: DeviceSpec) -> Result<Device, EmbedError> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Auto if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceSpec::Auto if cuda_available() => Ok(Device::Cuda(0)),
         DeviceSpec::Auto => Ok(Device::Cpu),
         DeviceSpec::Cuda(index) => {
-            let count = if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
+            let backend = load_cuda_backend();
+            let count = if backend.is_ok() && tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
             if (index as i64) < count {
-                Ok(Device::Cuda(index))
-            } else {
-                Err(EmbedError::DeviceUnavailable {
-                    device: spec.to_string(),
-                    reason: format!(
-                        "this libtorch sees {count} CUDA device(s); use --device cpu (EMBEDDING_DEVICE=cpu) \
-                         or auto, or check the NVIDIA driver and that libtorch was built with CUDA"
-                    ),
-                })
+                return Ok(Device::Cuda(index));
             }
+            let why = match backend {
+                Err(why) => format!("libtorch's CUDA backend could not be loaded ({why})"),
+                Ok(()) => format!("this libtorch sees {count} CUDA device(s)"),
+            };
+            Err(EmbedError::DeviceUnavailable {
+                device: spec.to_string(),
+                reason: format!(
+                    "{why}; use --device cpu (EMBEDDING_DEVICE=cpu) or auto, or check the NVIDIA driver"
+                ),
+            })
         }
     }
+}
+
+/// Whether a CUDA device can be used (loading libtorch's CUDA backend if needed).
+pub fn cuda_available() -> bool {
+    load_cuda_backend().is_ok() && tch::Cuda::is_available()
+}
+
+/// Loads `libtorch_cuda.so` once, globally, so its kernels register with libtorch.
+/// It is not linked at build time (see `dartboard-build`): CPU-only processes start
+/// faster and smaller without it.
+fn load_cuda_backend() -> Result<(), String> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let path = Path::new(crate::LIBTORCH_LIB_DIR).join("libtorch_cuda.so");
+            if !path.is_file() {
+                return Err(format!("{} does not exist: this libtorch is CPU-only", path.display()));
+            }
+            let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL;
+            // SAFETY: loading libtorch's own CUDA library runs its static
+            // initialisers, which only register kernels with the libtorch already
+            // loaded in this process; the handle is kept for the process's lifetime.
+            match unsafe { libloading::os::unix::Library::open(Some(&path), flags) } {
+                Ok(library) => {
+                    std::mem::forget(library);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .clone()
 }
 
 /// tch's tensor kind for a compute precision.

@@ -137,6 +137,11 @@ impl SentenceEmbedder {
         self.tokenizer.max_length()
     }
 
+    /// How many tokens each text becomes (special tokens included, after truncation).
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        Ok(self.tokenizer.encode(texts)?.iter().map(|e| e.len()).collect())
+    }
+
     /// The model's named prompts and its default prompt name.
     pub fn prompts(&self) -> &Prompts {
         &self.prompts

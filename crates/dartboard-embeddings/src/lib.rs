@@ -40,7 +40,7 @@ mod tokenize;
 mod weights;
 
 pub use cross_encoder::{CrossEncoder, ScoreActivation};
-pub use device::{device_name, kind_of, resolve_device};
+pub use device::{cuda_available, device_name, kind_of, resolve_device};
 pub use embedder::{LoadOptions, Prompt, SentenceEmbedder};
 pub use embeddings::Embeddings;
 pub use encoder::{Encoder, EncoderInput};
@@ -59,10 +59,7 @@ pub fn intra_op_threads() -> i32 {
     tch::get_num_threads()
 }
 
-/// Whether libtorch can use a CUDA device.
-pub fn cuda_available() -> bool {
-    tch::Cuda::is_available()
-}
+
 
 #[cfg(test)]
 mod send_check {
@@ -73,4 +70,23 @@ mod send_check {
         assert_send::<super::SentenceEmbedder>();
         assert_send::<Box<dyn super::Encoder>>();
     }
+}
+
+/// This machine's matrix-product speed in GFLOP/s: the fastest of `repeat`
+/// products of two `size × size` matrices in `dtype` on the CPU (the ceiling the
+/// benchmark compares model throughput with).
+pub fn measure_gemm_gflops(dtype: dartboard_config::DType, size: i64, repeat: usize) -> Result<f64, EmbedError> {
+    let _guard = tch::no_grad_guard();
+    let options = (kind_of(dtype), tch::Device::Cpu);
+    let a = tch::Tensor::f_randn([size, size], options)?;
+    let b = tch::Tensor::f_randn([size, size], options)?;
+    let _ = a.f_matmul(&b)?; // warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        let started = std::time::Instant::now();
+        let c = a.f_matmul(&b)?;
+        c.f_sum(c.kind())?.f_double_value(&[])?; // force completion
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (size as f64).powi(3) / best / 1e9)
 }

@@ -122,6 +122,13 @@ impl Linear {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, EmbedError> {
         Ok(xs.f_linear(&self.weight, self.bias.as_ref())?)
     }
+
+    /// One layer computing all of `layers` side by side (outputs concatenated).
+    pub fn fuse(layers: &[Linear]) -> Linear {
+        let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+        let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias.as_ref()).collect();
+        Linear { weight: Tensor::cat(&weights, 0), bias: biases.map(|b| Tensor::cat(&b, 0)) }
+    }
 }
 
 /// Layer normalization over the last dimension.
