@@ -8,7 +8,10 @@
 //! - `cargo xtask demo`: setup, a release build, `dartboard demo`.
 //! - `cargo xtask prefetch MODEL... [--revision REV]`: download models into the cache
 //!   (for Docker builds; needs no libtorch and builds no model code).
+//! - `cargo xtask bench [--quick]`: dartboard vs sentence-transformers on this machine;
+//!   writes `target/bench/results.json` and the table in `docs/benchmarks.md`.
 
+mod bench;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("prefetch") => prefetch(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -101,7 +101,8 @@ impl ModelArgs {
 
     pub(crate) fn load_embedder(&self) -> Result<(EmbeddingConfig, SentenceEmbedder)> {
         let config = self.config()?;
-        let model = SentenceEmbedder::from_config(&config).with_context(|| format!("cannot load embedding model {}", config.model))?;
+        let model = SentenceEmbedder::from_config(&config)
+            .with_context(|| format!("cannot load embedding model {}", config.model))?;
         Ok((config, model))
     }
 

@@ -30,9 +30,7 @@ pub fn resolve_device(spec: DeviceSpec) -> Result<Device, EmbedError> {
             };
             Err(EmbedError::DeviceUnavailable {
                 device: spec.to_string(),
-                reason: format!(
-                    "{why}; use --device cpu (EMBEDDING_DEVICE=cpu) or auto, or check the NVIDIA driver"
-                ),
+                reason: format!("{why}; use --device cpu (EMBEDDING_DEVICE=cpu) or auto, or check the NVIDIA driver"),
             })
         }
     }

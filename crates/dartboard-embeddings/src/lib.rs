@@ -59,19 +59,6 @@ pub fn intra_op_threads() -> i32 {
     tch::get_num_threads()
 }
 
-
-
-#[cfg(test)]
-mod send_check {
-    // Models are handed to worker threads; keep that possible.
-    fn assert_send<T: Send>() {}
-    #[test]
-    fn embedder_is_send() {
-        assert_send::<super::SentenceEmbedder>();
-        assert_send::<Box<dyn super::Encoder>>();
-    }
-}
-
 /// This machine's matrix-product speed in GFLOP/s: the fastest of `repeat`
 /// products of two `size × size` matrices in `dtype` on the CPU (the ceiling the
 /// benchmark compares model throughput with).
@@ -89,4 +76,15 @@ pub fn measure_gemm_gflops(dtype: dartboard_config::DType, size: i64, repeat: us
         best = best.min(started.elapsed().as_secs_f64());
     }
     Ok(2.0 * (size as f64).powi(3) / best / 1e9)
+}
+
+#[cfg(test)]
+mod send_check {
+    // Models are handed to worker threads; keep that possible.
+    fn assert_send<T: Send>() {}
+    #[test]
+    fn embedder_is_send() {
+        assert_send::<super::SentenceEmbedder>();
+        assert_send::<Box<dyn super::Encoder>>();
+    }
 }

@@ -98,16 +98,15 @@ impl ModelStore {
         })?;
         let dir = self.repo_dir(&repo_id);
         if !dir.is_dir() {
-            return Err(HubError::NotCached {
-                repo_id,
-                revision: "any".to_owned(),
-                root: self.root().to_path_buf(),
-                offline: false,
-            });
+            return Err(self.not_cached_any(repo_id));
         }
         let size = self.describe(&repo_id)?.size;
         fs::remove_dir_all(&dir).map_err(HubError::io("removing", &dir))?;
         Ok(size)
+    }
+
+    fn not_cached_any(&self, repo_id: String) -> HubError {
+        HubError::NotCached { repo_id, revision: "any".to_owned(), root: self.root().to_path_buf(), offline: false }
     }
 
     /// Re-hashes every blob of `repo_id` (or of every repo) against its name, and
@@ -121,12 +120,7 @@ impl ModelStore {
         for repo_id in repos {
             let dir = self.repo_dir(&repo_id);
             if !dir.is_dir() {
-                return Err(HubError::NotCached {
-                    repo_id,
-                    revision: "any".to_owned(),
-                    root: self.root().to_path_buf(),
-                    offline: false,
-                });
+                return Err(self.not_cached_any(repo_id));
             }
             for entry in fs::read_dir(dir.join("blobs")).into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();

@@ -16,34 +16,34 @@ use crate::{EmbedError, Encoder};
 /// `model_type` values this crate can load.
 pub const SUPPORTED: &[&str] = &["bert", "mpnet", "xlm-roberta", "roberta"];
 
+type BuildFn<'a> = dyn Fn(&mut Weights) -> Result<Box<dyn Encoder>, EmbedError> + 'a;
+
 /// Reads `config.json`, picks the architecture and loads its weights.
 pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn Encoder>, EmbedError> {
     let config_path = dir.join("config.json");
     let header: Header = read_json(&config_path)?;
     let model_type =
         header.model_type.or_else(|| header.architectures.and_then(|a| a.into_iter().next())).unwrap_or_default();
-    let weights = || Weights::load(dir, kind, device);
-    let encoder: Box<dyn Encoder> = match model_type.to_ascii_lowercase().replace('_', "-").as_str() {
+    // Every architecture: load the checkpoint, build the model from it, and refuse
+    // it if any tensor the model asked for was missing or misshapen.
+    let build = |f: &BuildFn<'_>| {
+        let mut weights = Weights::load(dir, kind, device)?;
+        let model = f(&mut weights)?;
+        weights.finish()?;
+        Ok::<_, EmbedError>(model)
+    };
+    let encoder = match model_type.to_ascii_lowercase().replace('_', "-").as_str() {
         "bert" | "bertmodel" => {
             let config: bert::Config = read_json(&config_path)?;
-            let mut weights = weights()?;
-            let model = bert::BertModel::load(&mut weights, &config, &config_path)?;
-            weights.finish()?;
-            Box::new(model)
+            build(&|w| Ok(Box::new(bert::BertModel::load(w, &config, &config_path)?)))?
         }
         "xlm-roberta" | "roberta" | "xlmrobertamodel" | "robertamodel" => {
             let config: bert::Config = read_json(&config_path)?;
-            let mut weights = weights()?;
-            let model = xlm_roberta::load(&mut weights, &config, &config_path)?;
-            weights.finish()?;
-            Box::new(model)
+            build(&|w| Ok(Box::new(xlm_roberta::load(w, &config, &config_path)?)))?
         }
         "mpnet" | "mpnetmodel" => {
             let config: mpnet::Config = read_json(&config_path)?;
-            let mut weights = weights()?;
-            let model = mpnet::MPNetModel::load(&mut weights, &config, &config_path)?;
-            weights.finish()?;
-            Box::new(model)
+            build(&|w| Ok(Box::new(mpnet::MPNetModel::load(w, &config, &config_path)?)))?
         }
         _ => {
             return Err(EmbedError::UnsupportedArchitecture {

@@ -1,0 +1,225 @@
+//! `cargo xtask bench`: dartboard and sentence-transformers side by side on this
+//! machine (same libtorch, same thread count), reported as ratios, because absolute
+//! times on shared machines drift and ratios taken in one run do not.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{cargo, data_dir, root, run, setup};
+
+const BATCHES: [usize; 4] = [1, 8, 32, 128];
+const DTYPES: [&str; 2] = ["f32", "bf16"];
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let env = setup::run()?;
+    run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let dartboard = target.join("release/dartboard");
+    let out_dir = target.join("bench");
+    fs::create_dir_all(&out_dir)?;
+
+    let sts = out_dir.join("sts-test-sentences.txt");
+    fs::write(&sts, sts_sentences(&data_dir().join("stsbenchmark/sts-test.csv"))?)?;
+    let corpora = [("sts-test", sts), ("passages", data_dir().join("passages.txt"))];
+    let batches: &[usize] = if quick { &[32] } else { &BATCHES };
+
+    let peak = json_of(Command::new(&dartboard).args(["bench", "--gemm-peak"]))?;
+    let mut runs = Vec::new();
+    for (name, corpus) in &corpora {
+        for dtype in DTYPES {
+            for &batch in batches {
+                let repeat = if batch == 1 { "1" } else { "2" };
+                let ours_emb = out_dir.join(format!("{name}-{dtype}-{batch}-dartboard.f32"));
+                let theirs_emb = out_dir.join(format!("{name}-{dtype}-{batch}-st.f32"));
+                eprintln!("xtask: bench {name} {dtype} batch {batch}");
+                let ours = json_of(
+                    Command::new(&dartboard)
+                        .args([
+                            "bench",
+                            "--dtype",
+                            dtype,
+                            "--batch-size",
+                            &batch.to_string(),
+                            "--repeat",
+                            repeat,
+                            "--input",
+                        ])
+                        .arg(corpus)
+                        .arg("--embeddings-out")
+                        .arg(&ours_emb),
+                )?;
+                let theirs = json_of(
+                    Command::new(&env.python)
+                        .arg(root().join("xtask/python/st_bench.py"))
+                        .arg(&env.model_dir)
+                        .arg(corpus)
+                        .args([&batch.to_string(), dtype, repeat])
+                        .arg(&theirs_emb)
+                        .env("HF_HUB_OFFLINE", "1"),
+                )?;
+                runs.push(json!({ "corpus": name, "dtype": dtype, "batch_size": batch, "dartboard": ours, "sentence_transformers": theirs }));
+            }
+        }
+    }
+
+    // Fidelity at batch 32: everything against sentence-transformers in f32.
+    let mut fidelity = serde_json::Map::new();
+    for (name, _) in &corpora {
+        let st_f32 = read_f32(&out_dir.join(format!("{name}-f32-32-st.f32")))?;
+        for (label, file) in [
+            ("dartboard_f32", format!("{name}-f32-32-dartboard.f32")),
+            ("dartboard_bf16", format!("{name}-bf16-32-dartboard.f32")),
+            ("st_bf16", format!("{name}-bf16-32-st.f32")),
+        ] {
+            fidelity
+                .insert(format!("{name}/{label}"), min_cosine(&read_f32(&out_dir.join(file))?, &st_f32, 384).into());
+        }
+    }
+
+    let cold = json!({
+        "dartboard_s": best_wall(3, || Command::new(&dartboard).args(["embed", "hi"]).env("HF_HUB_OFFLINE", "1").output())?,
+        "sentence_transformers_s": best_wall(3, || Command::new(&env.python)
+            .arg(root().join("xtask/python/st_bench.py")).arg("--cold-start").arg(&env.model_dir)
+            .env("HF_HUB_OFFLINE", "1").output())?,
+    });
+
+    let results = json!({ "machine": machine(), "gemm_peak": peak, "runs": runs, "fidelity_min_cosine": fidelity, "cold_start": cold });
+    fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    let table = render(&results);
+    println!("{table}");
+    update_doc(&table)?;
+    eprintln!("xtask: raw numbers in {}, summary in docs/benchmarks.md", out_dir.join("results.json").display());
+    Ok(())
+}
+
+fn sts_sentences(csv: &Path) -> Result<String> {
+    let text = fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let mut out = String::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 7 {
+            bail!("{}: a line with fewer than 7 columns", csv.display());
+        }
+        writeln!(out, "{}\n{}", cols[5], cols[6])?;
+    }
+    Ok(out)
+}
+
+fn json_of(cmd: &mut Command) -> Result<Value> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON in the output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn best_wall(times: usize, mut f: impl FnMut() -> std::io::Result<std::process::Output>) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..times {
+        let started = Instant::now();
+        let out = f()?;
+        if !out.status.success() {
+            bail!("cold-start run failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn read_f32(path: &Path) -> Result<Vec<f32>> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn min_cosine(a: &[f32], b: &[f32], dim: usize) -> f64 {
+    a.chunks(dim)
+        .zip(b.chunks(dim))
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum();
+            let nx: f64 = x.iter().map(|p| f64::from(*p).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| f64::from(*q).powi(2)).sum::<f64>().sqrt();
+            dot / (nx * ny)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn machine() -> Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) })
+}
+
+fn render(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let peak32 = f(&r["gemm_peak"]["f32_gflops"]);
+    let peak16 = f(&r["gemm_peak"]["bf16_gflops"]);
+    let mut s = String::new();
+    let _ = writeln!(s, "Machine: {} ({} cores). GEMM peak measured in the same run: f32 {peak32:.0} GFLOP/s, bf16 {peak16:.0} GFLOP/s.\n", r["machine"]["cpu"].as_str().unwrap_or("?"), r["machine"]["cores"]);
+    let _ = writeln!(s, "| corpus | dtype | batch | dartboard texts/s | ST texts/s | ratio | vs ST f32 | dartboard GFLOP/s (% of peak) |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let runs = r["runs"].as_array().cloned().unwrap_or_default();
+    for run in &runs {
+        let ours = f(&run["dartboard"]["texts_per_s"]);
+        let theirs = f(&run["sentence_transformers"]["texts_per_s"]);
+        let st_f32 = runs
+            .iter()
+            .find(|o| o["corpus"] == run["corpus"] && o["batch_size"] == run["batch_size"] && o["dtype"] == "f32")
+            .map(|o| f(&o["sentence_transformers"]["texts_per_s"]))
+            .unwrap_or(f64::NAN);
+        let gflops = f(&run["dartboard"]["gflops"]);
+        let peak = if run["dtype"] == "bf16" { peak16 } else { peak32 };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {ours:.0} | {theirs:.0} | {:.2}× | {:.2}× | {gflops:.0} ({:.0}%) |",
+            run["corpus"].as_str().unwrap_or("?"),
+            run["dtype"].as_str().unwrap_or("?"),
+            run["batch_size"],
+            ours / theirs,
+            ours / st_f32,
+            100.0 * gflops / peak
+        );
+    }
+    let cold_ours = f(&r["cold_start"]["dartboard_s"]);
+    let cold_st = f(&r["cold_start"]["sentence_transformers_s"]);
+    let _ = writeln!(s, "\nCold start (process start to first embedding, model cached, best of 3): dartboard {cold_ours:.2} s, sentence-transformers {cold_st:.2} s ({:.2}×).", cold_ours / cold_st);
+    if let Some(run) = runs.iter().find(|r| r["corpus"] == "passages" && r["dtype"] == "f32" && r["batch_size"] == 32) {
+        let _ = writeln!(
+            s,
+            "Peak RSS (passages, f32, batch 32): dartboard {:.0} MB, sentence-transformers {:.0} MB.",
+            f(&run["dartboard"]["peak_rss_kb"]) / 1024.0,
+            f(&run["sentence_transformers"]["peak_rss_kb"]) / 1024.0
+        );
+    }
+    let _ = writeln!(s, "\nMin cosine vs sentence-transformers f32 (batch 32):");
+    if let Some(map) = r["fidelity_min_cosine"].as_object() {
+        for (k, v) in map {
+            let _ = writeln!(s, "- {k}: {:.6}", f(v));
+        }
+    }
+    s
+}
+
+fn update_doc(table: &str) -> Result<()> {
+    let path = root().join("docs/benchmarks.md");
+    let doc = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
+        bail!("{} lacks the {start} / {end} markers", path.display());
+    };
+    let updated = format!("{}{start}\n{table}{}", &doc[..a], &doc[b..]);
+    fs::write(&path, updated)?;
+    Ok(())
+}
