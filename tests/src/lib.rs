@@ -24,21 +24,14 @@ pub fn data_dir() -> PathBuf {
     std::env::var_os("DARTBOARD_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
 }
 
-/// The model cache the user's environment points at (where setup put the default model).
+/// The model cache the user's environment points at (where setup put the default
+/// model). Only the cache variables are read, so a broken EMBEDDING_* variable in a
+/// developer's shell cannot hide it.
 pub fn cache_dir() -> PathBuf {
-    let env = Env::from_process().unwrap();
-    EmbeddingConfig::load_from(&Overrides::default(), &env.clone()).map(|c| c.cache_dir).unwrap_or_else(|_| {
-        // A broken EMBEDDING_* variable in the test environment must not hide the cache.
-        EmbeddingConfig::load_from(
-            &Overrides::default(),
-            &Env::from_pairs([(
-                "SENTENCE_TRANSFORMERS_HOME",
-                std::env::var("SENTENCE_TRANSFORMERS_HOME").unwrap_or_default(),
-            )]),
-        )
-        .unwrap()
-        .cache_dir
-    })
+    let cache_vars = ["SENTENCE_TRANSFORMERS_HOME", "TORCH_HOME", "XDG_CACHE_HOME"];
+    let env = Env::from_pairs(cache_vars.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
+        .with_home(std::env::var_os("HOME").map(PathBuf::from));
+    EmbeddingConfig::load_from(&Overrides::default(), &env).expect("a cache directory").cache_dir
 }
 
 /// The real all-MiniLM-L6-v2, as `cargo xtask setup` cached it.
