@@ -181,6 +181,12 @@ fn malformed_model_files() {
         ("config.json", "{ not json", &["config.json", "JSON"]),
         ("config.json", r#"{"model_type": "gpt2"}"#, &["gpt2", "bert"]),
         ("config.json", r#"{"model_type": "bert", "hidden_size": 384}"#, &["config.json", "missing field"]),
+        (
+            "config.json",
+            r#"{"model_type": "bert", "vocab_size": 30522, "hidden_size": -384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                "intermediate_size": 1536, "hidden_act": "gelu", "max_position_embeddings": 512}"#,
+            &["hidden_size", "-384"],
+        ),
         ("modules.json", "[1, 2", &["modules.json"]),
         ("tokenizer.json", "{\"version\": \"1.0\"}", &["tokenizer.json"]),
         ("1_Pooling/config.json", r#"{"pooling_mode_median_tokens": true}"#, &["median_tokens", "mean"]),

@@ -18,7 +18,9 @@ fn cuda_matches_cpu_in_every_precision() {
         let gpu = SentenceEmbedder::load(&minilm(), options).unwrap();
         assert_eq!(gpu.device_name(), "cuda:0");
         let out = gpu.encode(&texts).unwrap();
-        let worst = (0..texts.len()).map(|i| cosine(out.row(i), cpu.row(i))).fold(f64::INFINITY, f64::min);
+        let cosines: Vec<f64> = (0..texts.len()).map(|i| cosine(out.row(i), cpu.row(i))).collect();
+        assert!(cosines.iter().all(|c| c.is_finite()), "{dtype}: NaN or infinite output");
+        let worst = cosines.iter().copied().fold(f64::INFINITY, f64::min);
         println!("cuda {dtype}: min cosine vs cpu f32 {worst:.6}");
         assert!(worst >= floor, "{dtype}: {worst}");
     }

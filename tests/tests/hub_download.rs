@@ -22,6 +22,7 @@ fn tiny_repo(id: &str) -> StubRepo {
         vec![
             ("config.json".into(), br#"{"model_type": "bert"}"#.to_vec()),
             ("tokenizer.json".into(), br#"{"version": "1.0"}"#.to_vec()),
+            ("modules.json".into(), br#"[{"path": "", "type": "sentence_transformers.models.Transformer"}]"#.to_vec()),
             ("model.safetensors".into(), weights),
             ("1_Pooling/config.json".into(), br#"{"pooling_mode_mean_tokens": true}"#.to_vec()),
             ("onnx/model.onnx".into(), vec![7; 1000]),
@@ -109,11 +110,17 @@ fn cut_connection_resumes_with_a_range_request() {
     for f in repo.files.iter().filter(|f| !f.path.starts_with("onnx/")) {
         assert_eq!(std::fs::read(files.path(&f.path)).unwrap(), *f.bytes, "{}", f.path);
     }
-    assert!(
-        stub.requests().iter().any(|r| r.range.as_deref().is_some_and(|h| h.starts_with("bytes=100000-"))),
-        "resumed at the cut: {:?}",
-        stub.requests().iter().filter_map(|r| r.range.clone()).collect::<Vec<_>>()
-    );
+    // Two cuts of 100 kB each: the second request resumes at 100 000 and the third
+    // at 200 000, so the partial file was kept both times (not restarted from 0).
+    let ranges: Vec<String> = stub.requests().iter().filter_map(|r| r.range.clone()).collect();
+    assert!(ranges.iter().any(|h| h.starts_with("bytes=100000-")), "{ranges:?}");
+    assert!(ranges.iter().any(|h| h.starts_with("bytes=200000-")), "{ranges:?}");
+    let whole_body_gets = stub
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.starts_with("/lfs/") && r.range.is_none())
+        .count();
+    assert_eq!(whole_body_gets, 1, "only the first request asked for the whole file");
 }
 
 #[test]
@@ -216,6 +223,15 @@ fn a_model_in_the_hugging_face_cache_is_not_downloaded_again() {
         .unwrap();
     assert!(files.dir().starts_with(hf_cache.path()));
     assert_eq!(stub.requests().len(), sent);
+
+    // A bare transformers checkpoint there (no modules.json) would load with the
+    // wrong pooling: it is not used, and the sentence-transformers files are fetched.
+    std::fs::remove_file(files.path("modules.json")).unwrap();
+    let files = hub(&stub, ours.path())
+        .with_read_only_cache(hf_cache.path())
+        .resolve(&ModelRef::parse("org/tiny").unwrap(), &NoProgress)
+        .unwrap();
+    assert!(files.dir().starts_with(ours.path()) && files.path("modules.json").is_file());
 }
 
 #[test]

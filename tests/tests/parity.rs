@@ -22,6 +22,7 @@ fn embeddings_match_sentence_transformers() {
     for (i, expected) in reference.embeddings.iter().enumerate() {
         assert_eq!(ours.row(i).len(), expected.len());
         let c = cosine(ours.row(i), expected);
+        assert!(c.is_finite(), "text {i}: cosine {c} (NaN or infinite output)");
         if c < worst {
             (worst, worst_text) = (c, texts[i]);
         }

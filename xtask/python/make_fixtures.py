@@ -157,6 +157,11 @@ def main():
         texts, [{}, {"prompt_name": "passage"}, {"prompt": "Represent this sentence: "}],
     )
     record(out_dir, "bert_prompts_included", build(bert, ("cls", "mean"), prompts=prompts), texts, [{}, {"prompt_name": "query"}])
+    record(
+        out_dir, "bert_cls_prompt_excluded",
+        build(bert, ("cls", "lasttoken"), prompts=prompts, default_prompt_name="query", include_prompt=False),
+        texts, [{}],
+    )
     # The same model twice: pickled weights (as old Hub repos ship them) and safetensors.
     pickled = record(out_dir, "bert_bin", build(bert, "mean", dense=8), texts, plain, safe_serialization=False)
     # sentence-transformers 6 and transformers 5 write safetensors regardless; old

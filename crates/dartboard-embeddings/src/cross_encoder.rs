@@ -79,6 +79,12 @@ impl CrossEncoder {
             });
         }
         let labels = head.num_labels.or(head.id2label.as_ref().map(|m| m.len())).unwrap_or(1).max(1);
+        if labels > 1 << 16 {
+            return Err(EmbedError::InvalidFile {
+                path: config_path,
+                reason: format!("{labels} labels is not a classifier"),
+            });
+        }
         let activation = activation(&head, labels, &config_path)?;
         let config: Config = read_json(&config_path)?;
         let device = resolve_device(options.device)?;

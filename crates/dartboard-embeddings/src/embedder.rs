@@ -249,6 +249,12 @@ fn load_after_pooling(pipeline: &Pipeline, hidden: i64, device: Device) -> Resul
         layers.push(match module {
             AfterPooling::Normalize => AfterPoolingLayer::Normalize,
             AfterPooling::Dense(spec) => {
+                if spec.out_features <= 0 || spec.out_features > 1 << 20 {
+                    return Err(EmbedError::InvalidFile {
+                        path: spec.dir.join("config.json"),
+                        reason: format!("out_features is {}; it must be a positive width", spec.out_features),
+                    });
+                }
                 if spec.in_features != width {
                     return Err(EmbedError::InvalidFile {
                         path: spec.dir.join("config.json"),

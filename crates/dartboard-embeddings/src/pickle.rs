@@ -31,14 +31,25 @@ pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
     let prefix = pkl_name.trim_end_matches("data.pkl").to_owned();
     let mut pickle = Vec::new();
     archive.by_name(&pkl_name).map_err(|e| e.to_string())?.read_to_end(&mut pickle).map_err(|e| e.to_string())?;
-    let mut storages = |key: &str| -> Result<Vec<u8>, String> {
-        let mut bytes = Vec::new();
-        archive
-            .by_name(&format!("{prefix}data/{key}"))
-            .map_err(|e| format!("storage {key}: {e}"))?
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        Ok(bytes)
+    let file_len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    // Each storage is read once (tensors may share one), as raw bytes.
+    let mut cache: HashMap<String, Rc<Tensor>> = HashMap::new();
+    let mut storages = |key: &str| -> Result<Rc<Tensor>, String> {
+        if let Some(t) = cache.get(key) {
+            return Ok(t.clone());
+        }
+        let mut entry = archive.by_name(&format!("{prefix}data/{key}")).map_err(|e| format!("storage {key}: {e}"))?;
+        // torch.save stores entries uncompressed; refusing compressed ones rules
+        // out zip bombs, and the declared size must fit in the file.
+        if entry.compression() != zip::CompressionMethod::Stored || entry.size() > file_len {
+            return Err(format!("storage {key} is compressed or larger than the file"));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        let t =
+            Rc::new(Tensor::f_from_data_size(&bytes, &[bytes.len() as i64], Kind::Uint8).map_err(|e| e.to_string())?);
+        cache.insert(key.to_owned(), t.clone());
+        Ok(t)
     };
     let root = Machine::default().run(&pickle, &mut storages)?;
     let mut out = Vec::new();
@@ -46,15 +57,20 @@ pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
     Ok(out)
 }
 
+/// A state dict nests a few levels; anything deeper is hostile (and would recurse
+/// on drop).
+const MAX_DEPTH: u32 = 32;
+
 #[derive(Clone)]
 enum Value {
     /// None, booleans, floats and bytes: present in state dicts' metadata, never needed.
     None,
     Int(i64),
     Str(String),
-    Tuple(Rc<Vec<Value>>),
-    List(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
+    /// Containers carry their nesting depth, which is capped (see [`MAX_DEPTH`]).
+    Tuple(Rc<Vec<Value>>, u32),
+    List(Vec<Value>, u32),
+    Dict(Vec<(Value, Value)>, u32),
     Global(String),
     Storage {
         kind: Kind,
@@ -64,9 +80,27 @@ enum Value {
     Mark,
 }
 
+impl Value {
+    fn depth(&self) -> u32 {
+        match self {
+            Value::Tuple(_, d) | Value::List(_, d) | Value::Dict(_, d) => *d,
+            _ => 0,
+        }
+    }
+}
+
+/// The depth a container has once `child` is inside it.
+fn nest(container: u32, child: &Value) -> Result<u32, String> {
+    let depth = container.max(child.depth() + 1);
+    if depth > MAX_DEPTH {
+        return Err(format!("containers nested deeper than {MAX_DEPTH} levels"));
+    }
+    Ok(depth)
+}
+
 fn flatten(prefix: String, value: Value, out: &mut Vec<(String, Tensor)>) -> Result<(), String> {
     match value {
-        Value::Dict(items) => {
+        Value::Dict(items, _) => {
             for (k, v) in items {
                 let Value::Str(k) = k else { continue };
                 let name = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
@@ -100,7 +134,49 @@ impl Machine {
         Ok(items)
     }
 
-    fn run(mut self, data: &[u8], storage: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>) -> Result<Value, String> {
+    /// A memoised value. Lists and dicts are mutable in Python and a state dict
+    /// never refers to one twice; copying them on every reference would let a tiny
+    /// file grow exponentially, so such references are refused.
+    fn recall(&self, i: u32) -> Result<Value, String> {
+        match self.memo.get(&i) {
+            Some(Value::List(..) | Value::Dict(..)) => Err("a list or dict referenced twice".into()),
+            Some(v) => Ok(v.clone()),
+            None => Err("reference to an unknown memo entry".into()),
+        }
+    }
+
+    fn push_tuple(&mut self, items: Vec<Value>) -> Result<(), String> {
+        let depth = items.iter().try_fold(1, |d, v| nest(d, v))?;
+        self.stack.push(Value::Tuple(Rc::new(items), depth));
+        Ok(())
+    }
+
+    fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
+        if let Some(Value::List(list, depth)) = self.stack.last_mut() {
+            for item in items {
+                *depth = nest(*depth, &item)?;
+                list.push(item);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        if let Some(Value::Dict(dict, depth)) = self.stack.last_mut() {
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                *depth = nest(nest(*depth, &k)?, &v)?;
+                dict.push((k, v));
+            }
+        }
+        Ok(())
+    }
+
+    fn run(
+        mut self,
+        data: &[u8],
+        storage: &mut dyn FnMut(&str) -> Result<Rc<Tensor>, String>,
+    ) -> Result<Value, String> {
         let mut r = Reader { data, pos: 0 };
         loop {
             let op = r.u8()?;
@@ -113,9 +189,9 @@ impl Machine {
                 }
                 b'.' => return self.pop(), // STOP
                 b'(' => self.stack.push(Value::Mark),
-                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()), 1)),
+                b'}' => self.stack.push(Value::Dict(Vec::new(), 1)),
+                b']' => self.stack.push(Value::List(Vec::new(), 1)),
                 b'N' => self.stack.push(Value::None),
                 0x88 | 0x89 => self.stack.push(Value::None), // NEWTRUE, NEWFALSE
                 b'K' => {
@@ -192,49 +268,40 @@ impl Machine {
                 }
                 b'h' => {
                     let i = r.u8()?;
-                    self.stack.push(self.memo.get(&u32::from(i)).cloned().ok_or("BINGET of unknown memo")?);
+                    let v = self.recall(u32::from(i))?;
+                    self.stack.push(v);
                 }
                 b'j' => {
                     let i = u32::from_le_bytes(r.take(4)?.try_into().unwrap());
-                    self.stack.push(self.memo.get(&i).cloned().ok_or("LONG_BINGET of unknown memo")?);
+                    let v = self.recall(i)?;
+                    self.stack.push(v);
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.push_tuple(items)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let at = self.stack.len().checked_sub(n).ok_or("TUPLE underflow")?;
                     let items = self.stack.split_off(at);
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.push_tuple(items)?;
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    if let Some(Value::List(l)) = self.stack.last_mut() {
-                        l.push(v);
-                    }
+                    self.append(vec![v])?;
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
-                    if let Some(Value::List(l)) = self.stack.last_mut() {
-                        l.extend(items);
-                    }
+                    self.append(items)?;
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    if let Some(Value::Dict(d)) = self.stack.last_mut() {
-                        d.push((k, v));
-                    }
+                    self.set_items(vec![k, v])?;
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
-                    if let Some(Value::Dict(d)) = self.stack.last_mut() {
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k, v));
-                        }
-                    }
+                    self.set_items(items)?;
                 }
                 b'b' => {
                     self.pop()?; // BUILD: object state (an OrderedDict's _metadata); not needed
@@ -252,7 +319,7 @@ impl Machine {
                     // NEWOBJ: cls.__new__(cls, *args); only OrderedDict is expected
                     let _args = self.pop()?;
                     let _cls = self.pop()?;
-                    self.stack.push(Value::Dict(Vec::new()));
+                    self.stack.push(Value::Dict(Vec::new(), 1));
                 }
                 other => return Err(format!("unsupported pickle opcode 0x{other:02x}")),
             }
@@ -261,7 +328,7 @@ impl Machine {
 }
 
 fn persistent_storage(pid: Value) -> Result<Value, String> {
-    let Value::Tuple(items) = pid else { return Err("persistent id is not a tuple".into()) };
+    let Value::Tuple(items, _) = pid else { return Err("persistent id is not a tuple".into()) };
     match items.as_slice() {
         [Value::Str(tag), Value::Global(class), Value::Str(key), ..] if tag == "storage" => {
             let kind = match class.rsplit('.').next().unwrap_or_default() {
@@ -285,9 +352,12 @@ fn persistent_storage(pid: Value) -> Result<Value, String> {
 
 fn ints(v: &Value) -> Result<Vec<i64>, String> {
     match v {
-        Value::Tuple(items) => items
+        Value::Tuple(items, _) => items
             .iter()
-            .map(|i| if let Value::Int(n) = i { Ok(*n) } else { Err("non-integer in shape".to_owned()) })
+            .map(|i| match i {
+                Value::Int(n) if *n >= 0 => Ok(*n),
+                _ => Err("shape or stride entry is not a non-negative integer".to_owned()),
+            })
             .collect(),
         _ => Err("shape is not a tuple".into()),
     }
@@ -296,21 +366,41 @@ fn ints(v: &Value) -> Result<Vec<i64>, String> {
 fn reduce(
     callable: Value,
     args: Value,
-    storage: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    storage: &mut dyn FnMut(&str) -> Result<Rc<Tensor>, String>,
 ) -> Result<Value, String> {
     let Value::Global(name) = callable else { return Err("REDUCE on a non-global".into()) };
-    let Value::Tuple(args) = args else { return Err("REDUCE arguments are not a tuple".into()) };
+    let Value::Tuple(args, _) = args else { return Err("REDUCE arguments are not a tuple".into()) };
     match name.as_str() {
-        "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
+        "collections.OrderedDict" => Ok(Value::Dict(Vec::new(), 1)),
         "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
             let [Value::Storage { kind, key }, Value::Int(offset), size, stride, ..] = args.as_slice() else {
                 return Err("unexpected _rebuild_tensor_v2 arguments".into());
             };
-            let bytes = storage(key)?;
-            let numel = (bytes.len() / kind.elt_size_in_bytes()) as i64;
-            let flat = Tensor::f_from_data_size(&bytes, &[numel], *kind).map_err(|e| e.to_string())?;
+            let flat = storage(key)?;
+            let flat = flat.f_view_dtype(*kind).map_err(|e| e.to_string())?;
+            let available = flat.numel() as i64;
+            let (size, stride) = (ints(size)?, ints(stride)?);
+            // The view must lie inside its storage and not be larger than it: a
+            // zero-stride "expansion" could otherwise ask for any amount of memory.
+            let numel: i64 = size.iter().try_fold(1i64, |n, s| n.checked_mul(*s)).ok_or("tensor size overflows")?;
+            let last = size.iter().zip(&stride).try_fold(*offset, |end, (s, st)| {
+                if *s == 0 {
+                    Some(end)
+                } else {
+                    (s - 1).checked_mul(*st).and_then(|x| x.checked_add(end))
+                }
+            });
+            if size.len() != stride.len()
+                || *offset < 0
+                || numel > available
+                || (numel > 0 && last.is_none_or(|l| l >= available))
+            {
+                return Err(format!(
+                    "tensor view {size:?}/{stride:?}+{offset} does not fit its storage of {available}"
+                ));
+            }
             let tensor = flat
-                .f_as_strided(ints(size)?, ints(stride)?, Some(*offset))
+                .f_as_strided(size, stride, Some(*offset))
                 .and_then(|t| t.f_contiguous())
                 .map_err(|e| e.to_string())?;
             Ok(Value::Tensor(Rc::new(tensor)))
@@ -352,19 +442,47 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
+    fn no_storage(_: &str) -> Result<Rc<Tensor>, String> {
+        Err("no storage".into())
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pytorch_model.bin");
         std::fs::write(&path, b"definitely not a zip").unwrap();
         assert!(read_torch_zip(&path).unwrap_err().contains("zip"));
-        let mut machine = Machine::default();
-        let err = machine.run(
-            &[0x80, 2, b'c', b'o', b's', b'\n', b's', b'y', b's', b't', b'e', b'm', b'\n', b')', b'R', b'.'],
-            &mut |_| Ok(Vec::new()),
-        );
+        let call = [0x80, 2, b'c', b'o', b's', b'\n', b's', b'y', b's', b't', b'e', b'm', b'\n', b')', b'R', b'.'];
+        let err = Machine::default().run(&call, &mut no_storage);
         assert!(err.err().unwrap().contains("os.system"), "arbitrary callables are refused");
-        machine = Machine::default();
-        assert!(machine.run(&[0x80, 2, b'('], &mut |_| Ok(Vec::new())).is_err(), "truncated input");
+        assert!(Machine::default().run(&[0x80, 2, b'('], &mut no_storage).is_err(), "truncated input");
+        // 10 000 nested lists: refused, not a stack overflow.
+        let mut deep = vec![0x80, 2];
+        deep.extend(std::iter::repeat_n(b']', 10_000));
+        deep.extend(std::iter::repeat_n(b'a', 9_999));
+        deep.push(b'.');
+        assert!(Machine::default().run(&deep, &mut no_storage).err().unwrap().contains("nested"));
+        // A list memoised and referenced again and again would double each time.
+        let bomb = [0x80, 2, b']', b'q', 0, b'(', b'h', 0, b'h', 0, b'e', b'.'];
+        assert!(Machine::default().run(&bomb, &mut no_storage).err().unwrap().contains("referenced twice"));
+    }
+
+    #[test]
+    fn views_must_fit_their_storage() {
+        let storage = Rc::new(Tensor::from_slice(&[0u8; 16])); // four f32
+        let tuple = |v: Vec<Value>| Value::Tuple(Rc::new(v), 1);
+        let call = |size: Vec<i64>, stride: Vec<i64>| {
+            let args = tuple(vec![
+                Value::Storage { kind: Kind::Float, key: "0".into() },
+                Value::Int(0),
+                tuple(size.into_iter().map(Value::Int).collect()),
+                tuple(stride.into_iter().map(Value::Int).collect()),
+            ]);
+            let mut get = |_: &str| -> Result<Rc<Tensor>, String> { Ok(storage.clone()) };
+            reduce(Value::Global("torch._utils._rebuild_tensor_v2".into()), args, &mut get)
+        };
+        assert!(call(vec![2, 2], vec![2, 1]).is_ok());
+        assert!(call(vec![100_000, 100_000], vec![0, 0]).is_err(), "zero-stride expansion");
+        assert!(call(vec![4, 2], vec![2, 1]).is_err(), "past the end");
     }
 }

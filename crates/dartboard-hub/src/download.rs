@@ -55,6 +55,14 @@ impl ModelStore {
         revision: &str,
         progress: &dyn Progress,
     ) -> Result<ModelFiles, HubError> {
+        // Both end up in paths: validate them as user input, whoever the caller is.
+        let parsed = crate::ModelRef::parse(&format!("{repo_id}@{revision}"))?;
+        if parsed.repo_id() != Some(repo_id) {
+            return Err(HubError::InvalidReference {
+                reference: repo_id.to_owned(),
+                reason: "download needs a full ORG/NAME repo id".to_owned(),
+            });
+        }
         let remote = Remote::new(config)?;
         let (commit, listing) = remote.snapshot(repo_id, revision)?;
         if let Some(bad) = listing.iter().find(|f| !safe_relative(&f.path)) {

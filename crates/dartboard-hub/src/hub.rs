@@ -80,11 +80,21 @@ impl ModelHub {
         self.store.download(&self.config, repo_id, revision, progress)
     }
 
+    /// A complete cached copy, if there is one. An incomplete snapshot (an
+    /// interrupted download) counts as absent, so it is completed rather than
+    /// refused. A snapshot in the Hugging Face cache only counts when it is a
+    /// sentence-transformers model (has `modules.json`): `transformers` fills that
+    /// cache with the bare checkpoint, which would load with the wrong pooling.
     fn cached(&self, model: &ModelRef) -> Result<Option<ModelFiles>, HubError> {
-        for store in std::iter::once(&self.store).chain(&self.read_only) {
+        match self.store.resolve(model) {
+            Ok(files) => return Ok(Some(files)),
+            Err(HubError::NotCached { .. } | HubError::MissingFiles { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        for store in &self.read_only {
             match store.resolve(model) {
-                Ok(files) => return Ok(Some(files)),
-                Err(HubError::NotCached { .. }) => continue,
+                Ok(files) if files.path("modules.json").is_file() => return Ok(Some(files)),
+                Ok(_) | Err(HubError::NotCached { .. } | HubError::MissingFiles { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

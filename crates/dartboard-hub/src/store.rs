@@ -232,7 +232,10 @@ pub(crate) fn link_into_snapshot(snapshot: &Path, relative: &Path, etag: &str) -
     if fs::read_link(&link).is_ok_and(|existing| existing == target) {
         return Ok(());
     }
-    let tmp = parent.join(format!(".{etag}.link"));
+    // Unique per process and call: concurrent prefetches link the same files.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(".{etag}.{}.{n}.link", std::process::id()));
     let _ = fs::remove_file(&tmp);
     symlink(&target, &tmp).map_err(HubError::io("linking", &tmp))?;
     fs::rename(&tmp, &link).map_err(HubError::io("renaming into", &link))

@@ -70,6 +70,12 @@ pub enum RetrievalError {
         /// The candidate's dimension.
         found: usize,
     },
+    /// A vector holds NaN or an infinity.
+    #[error("vector {index} holds a NaN or infinite value")]
+    NotFinite {
+        /// The candidate's index, or `usize::MAX` for the query.
+        index: usize,
+    },
     /// σ must be positive and finite.
     #[error("sigma must be a positive number, got {0}")]
     InvalidSigma(f64),
@@ -179,6 +185,13 @@ fn logsumexp(xs: &[f64]) -> f64 {
 }
 
 fn check_dims<C: AsRef<[f32]>>(query: &[f32], candidates: &[C]) -> Result<(), RetrievalError> {
+    // NaN would sort above every similarity and be picked first.
+    if !query.iter().all(|x| x.is_finite()) {
+        return Err(RetrievalError::NotFinite { index: usize::MAX });
+    }
+    if let Some(index) = candidates.iter().position(|c| !c.as_ref().iter().all(|x| x.is_finite())) {
+        return Err(RetrievalError::NotFinite { index });
+    }
     match candidates.iter().position(|c| c.as_ref().len() != query.len()) {
         Some(index) => Err(RetrievalError::DimensionMismatch {
             index,
@@ -252,5 +265,8 @@ mod tests {
         passages.push(vec![1.0, 2.0]);
         let err = dartboard(&query, &passages, &DartboardParams::default()).unwrap_err();
         assert_eq!(err, RetrievalError::DimensionMismatch { index: 6, expected: 3, found: 2 });
+        passages[6] = vec![f32::NAN, 0.0, 0.0];
+        let err = dartboard(&query, &passages, &DartboardParams::default()).unwrap_err();
+        assert_eq!(err, RetrievalError::NotFinite { index: 6 });
     }
 }

@@ -90,7 +90,19 @@ impl BertModel {
                 reason: format!("position_embedding_type {kind:?} is not supported (only \"absolute\")"),
             });
         }
-        if config.num_attention_heads <= 0 || config.hidden_size % config.num_attention_heads != 0 {
+        super::check_sizes(
+            config_path,
+            &[
+                ("vocab_size", config.vocab_size),
+                ("hidden_size", config.hidden_size),
+                ("num_attention_heads", config.num_attention_heads),
+                ("intermediate_size", config.intermediate_size),
+                ("max_position_embeddings", config.max_position_embeddings),
+                ("type_vocab_size", config.type_vocab_size),
+            ],
+            config.num_hidden_layers,
+        )?;
+        if config.hidden_size % config.num_attention_heads != 0 {
             return Err(EmbedError::InvalidFile {
                 path: config_path.to_path_buf(),
                 reason: format!(

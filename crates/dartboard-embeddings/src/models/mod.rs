@@ -56,6 +56,27 @@ pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn En
     Ok(encoder)
 }
 
+/// Rejects sizes a model could not have before any tensor is allocated from them:
+/// a negative width or a billion layers in a hostile config.json must be an error,
+/// not a panic or an out-of-memory.
+pub(crate) fn check_sizes(config_path: &Path, sizes: &[(&str, i64)], layers: usize) -> Result<(), EmbedError> {
+    const MAX_LAYERS: usize = 256;
+    const MAX_SIZE: i64 = 1 << 24;
+    if let Some((name, value)) = sizes.iter().find(|(_, v)| !(1..=MAX_SIZE).contains(v)) {
+        return Err(EmbedError::InvalidFile {
+            path: config_path.to_path_buf(),
+            reason: format!("{name} is {value}; it must be between 1 and {MAX_SIZE}"),
+        });
+    }
+    if layers == 0 || layers > MAX_LAYERS {
+        return Err(EmbedError::InvalidFile {
+            path: config_path.to_path_buf(),
+            reason: format!("num_hidden_layers is {layers}; it must be between 1 and {MAX_LAYERS}"),
+        });
+    }
+    Ok(())
+}
+
 /// fairseq's `make_positions`: real tokens are numbered from `pad + 1`, padding
 /// keeps `pad` (transformers' `create_position_ids_from_input_ids`).
 pub(crate) fn positions_after_padding(input_ids: &Tensor, pad: i64) -> Result<Tensor, EmbedError> {

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::{positions_after_padding, Activation, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
@@ -72,7 +72,25 @@ pub struct MPNetModel {
 impl MPNetModel {
     /// Builds the model from its weights; missing tensors are collected in `weights`.
     pub fn load(weights: &mut Weights, c: &Config, config_path: &Path) -> Result<Self, EmbedError> {
-        if c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0 {
+        super::check_sizes(
+            config_path,
+            &[
+                ("vocab_size", c.vocab_size),
+                ("hidden_size", c.hidden_size),
+                ("num_attention_heads", c.num_attention_heads),
+                ("intermediate_size", c.intermediate_size),
+                ("max_position_embeddings", c.max_position_embeddings),
+                ("relative_attention_num_buckets", c.relative_attention_num_buckets),
+            ],
+            c.num_hidden_layers,
+        )?;
+        if c.max_position_embeddings <= PADDING_IDX + 1 {
+            return Err(EmbedError::InvalidFile {
+                path: config_path.to_path_buf(),
+                reason: "max_position_embeddings leaves no positions after the padding id".to_owned(),
+            });
+        }
+        if c.hidden_size % c.num_attention_heads != 0 {
             return Err(EmbedError::InvalidFile {
                 path: config_path.to_path_buf(),
                 reason: format!(
@@ -102,10 +120,11 @@ impl MPNetModel {
 
     /// `[1, heads, T, T]` bias from the bucketed relative distance `key - query`.
     fn position_bias(&self, seq: i64, dtype: Kind) -> Result<Tensor, EmbedError> {
-        let device = self.word.device();
-        let positions = Tensor::f_arange(seq, (Kind::Int64, device))?;
+        // Buckets on the CPU, as transformers computes them: a GPU `log` rounding one
+        // ulp lower at an exact power of two would pick the bucket below.
+        let positions = Tensor::f_arange(seq, (Kind::Int64, Device::Cpu))?;
         let relative = positions.f_unsqueeze(0)?.f_sub(&positions.f_unsqueeze(1)?)?; // [q, k]
-        let buckets = relative_position_bucket(&relative)?;
+        let buckets = relative_position_bucket(&relative)?.f_to_device(self.word.device())?;
         let values = Tensor::f_embedding(&self.relative_bias, &buckets, -1, false, false)?; // [q, k, heads]
         Ok(values.f_permute([2, 0, 1])?.f_unsqueeze(0)?.f_to_kind(dtype)?)
     }
