@@ -146,7 +146,7 @@ impl Machine {
     }
 
     fn push_tuple(&mut self, items: Vec<Value>) -> Result<(), String> {
-        let depth = items.iter().try_fold(1, |d, v| nest(d, v))?;
+        let depth = items.iter().try_fold(1, nest)?;
         self.stack.push(Value::Tuple(Rc::new(items), depth));
         Ok(())
     }
