@@ -234,32 +234,73 @@ fn a_model_in_the_hugging_face_cache_is_not_downloaded_again() {
     assert!(files.dir().starts_with(ours.path()) && files.path("modules.json").is_file());
 }
 
-#[test]
-fn disk_full_is_reported_and_leaves_no_debris() {
-    let mount = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(mount.path())
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        // Mounting a small filesystem needs root; CI runs as root, so this only
-        // happens on a developer's machine.
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
-        return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
+/// A small tmpfs for the disk-full tests; `None` where mounting needs root we lack.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            Some(SmallDisk(dir))
+        } else {
+            // CI runs as root, so this only happens on a developer's machine.
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            None
         }
     }
-    let _unmount = Unmount(mount.path());
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn disk_full_before_download_is_reported_and_leaves_no_debris() {
+    let Some(disk) = SmallDisk::mount("256k") else { return };
     let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
-    let err = hub(&stub, mount.path()).prefetch(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).unwrap_err();
+    let err = hub(&stub, disk.path()).prefetch(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).unwrap_err();
     assert!(matches!(err, HubError::DiskFull { .. }), "{err}");
-    assert!(err.to_string().contains(&mount.path().display().to_string()), "{err}");
-    let leftovers = blobs(mount.path(), "org/tiny");
+    assert!(err.to_string().contains(&disk.path().display().to_string()), "{err}");
+    assert!(blobs(disk.path(), "org/tiny").is_empty());
+    assert!(!stub.requests().iter().any(|r| r.target.contains("/resolve/")), "nothing was fetched");
+}
+
+#[test]
+fn disk_filling_up_during_download_is_reported_and_leaves_no_debris() {
+    let Some(disk) = SmallDisk::mount("2m") else { return };
+    let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
+    stub.faults().delay_ms.store(300, std::sync::atomic::Ordering::SeqCst);
+    let root = disk.path().to_path_buf();
+    let endpoint = stub.endpoint();
+    let download = std::thread::spawn(move || {
+        let config = HubConfig::default().with_endpoint(endpoint).with_retries(2, Duration::from_millis(10));
+        ModelHub::new(&root, config).prefetch(&ModelRef::parse("org/tiny").unwrap(), &NoProgress)
+    });
+    // The space check has passed once files are requested; then something else
+    // fills the disk while the first answer is delayed.
+    while !stub.requests().iter().any(|r| r.target.contains("/resolve/")) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut filler = std::fs::File::create(disk.path().join("filler")).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
+    drop(filler);
+    let err = download.join().unwrap().unwrap_err();
+    assert!(matches!(err, HubError::DiskFull { .. }), "{err}");
+    let leftovers: Vec<String> =
+        blobs(disk.path(), "org/tiny").into_iter().filter(|b| b.contains("incomplete")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!disk.path().join("models--org--tiny/refs/main").exists());
 }
 
 #[test]
