@@ -183,7 +183,9 @@ impl SentenceEmbedder {
 
         let _guard = tch::no_grad_guard();
         let mut pooled = Vec::new();
-        for chunk in order.chunks(self.batch_size) {
+        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].len()).collect();
+        for range in batches(&lengths, self.batch_size, MAX_BATCH_TOKENS) {
+            let chunk = &order[range];
             let batch: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
             let width = batch.first().map_or(0, |e| e.len());
             let _span = debug_span!("encode", batch = batch.len(), max_len = width).entered();
@@ -274,6 +276,28 @@ fn load_after_pooling(pipeline: &Pipeline, hidden: i64, device: Device) -> Resul
     Ok(layers)
 }
 
+/// Most padded tokens one forward pass may hold. With texts sorted longest first,
+/// a large batch of long passages would otherwise pad many of them to the longest
+/// and build activations of hundreds of MB; capping the pass keeps its matrix
+/// products large enough to run at full speed while bounding padding and memory.
+/// Results do not depend on how texts are grouped.
+const MAX_BATCH_TOKENS: usize = 8192;
+
+/// Splits texts sorted by decreasing length into passes of at most `batch_size`
+/// texts and at most `max_tokens` padded tokens (a single text always fits).
+fn batches(sorted_lengths: &[usize], batch_size: usize, max_tokens: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sorted_lengths.len() {
+        let width = sorted_lengths[start].max(1);
+        let fit = (max_tokens / width).clamp(1, batch_size.max(1));
+        let end = (start + fit).min(sorted_lengths.len());
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
 #[derive(Deserialize)]
 struct TokenizerConfig {
     model_max_length: Option<f64>,
@@ -296,4 +320,19 @@ fn token_limit(pipeline: &Pipeline, encoder: &dyn Encoder) -> Result<usize, Embe
         None
     };
     Ok(from_tokenizer.map_or(positions, |n| n.min(positions)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn passes_respect_both_limits() {
+        // Sorted longest first: two long texts, then many short ones.
+        let lengths = [256, 200, 20, 20, 20, 20, 20, 20, 20, 20];
+        assert_eq!(batches(&lengths, 4, 512), vec![0..2, 2..6, 6..10]);
+        assert_eq!(batches(&lengths, 100, 100_000), vec![0..10]);
+        assert_eq!(batches(&[1000, 10], 8, 512), vec![0..1, 1..2], "an over-long text still gets its own pass");
+        assert!(batches(&[], 8, 512).is_empty());
+    }
 }
