@@ -469,3 +469,16 @@ fn requests_go_through_http_proxy_and_hf_cache_is_read() {
         .args(["embed", "--model", "acme/only-in-hf-cache", "hi"]));
     assert!(r.ok, "{}", r.stderr);
 }
+
+#[test]
+fn an_incomplete_cached_snapshot_is_completed_not_refused() {
+    let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
+    let cache = tempfile::tempdir().unwrap();
+    let files = hub(&stub, cache.path()).prefetch(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).unwrap();
+    // An interrupted earlier download: the snapshot lacks its weights.
+    std::fs::remove_file(files.path("model.safetensors")).unwrap();
+    let offline = ModelHub::new(cache.path(), config(&stub).with_offline(true));
+    assert!(offline.resolve(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).is_err());
+    let again = hub(&stub, cache.path()).resolve(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).unwrap();
+    assert!(again.path("model.safetensors").is_file());
+}
