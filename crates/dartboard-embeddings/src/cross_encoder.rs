@@ -59,11 +59,6 @@ struct StSection {
     activation_fn: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct TokenizerLimit {
-    model_max_length: Option<f64>,
-}
-
 impl CrossEncoder {
     /// Loads a cross-encoder from a model directory.
     pub fn load(files: &ModelFiles, options: LoadOptions) -> Result<Self, EmbedError> {
@@ -100,7 +95,8 @@ impl CrossEncoder {
         let (classifier_weight, classifier_bias) =
             (f32(classifier.get("weight", &[n, h]))?, f32(classifier.get("bias", &[n]))?);
         weights.finish()?;
-        let limit = token_limit(dir, encoder.max_positions())?;
+        // What sentence-transformers' CrossEncoder truncates to.
+        let limit = crate::tokenize::declared_limit(dir, encoder.max_positions())?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), limit, false)?;
         Ok(CrossEncoder {
             tokenizer,
@@ -183,15 +179,4 @@ fn activation(head: &HeadConfig, labels: usize, path: &Path) -> Result<ScoreActi
             reason: format!("activation function {other:?} is not supported (Identity, Sigmoid, Softmax)"),
         }),
     }
-}
-
-/// The tokenizer's `model_max_length`, capped by the position table (what
-/// sentence-transformers' CrossEncoder truncates to).
-fn token_limit(dir: &Path, positions: usize) -> Result<usize, EmbedError> {
-    let path = dir.join("tokenizer_config.json");
-    if !path.is_file() {
-        return Ok(positions);
-    }
-    let config: TokenizerLimit = read_json(&path)?;
-    Ok(config.model_max_length.filter(|n| *n >= 1.0 && *n < 1e9).map_or(positions, |n| (n as usize).min(positions)))
 }

@@ -1,17 +1,14 @@
 //! [`SentenceEmbedder`]: tokenizer, encoder, pooling and normalization assembled
 //! from a model directory, with sentence-transformers' `encode` behaviour.
 
-use std::path::Path;
-
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig};
 use dartboard_hub::progress::LogProgress;
 use dartboard_hub::{ModelFiles, ModelHub, ModelRef};
-use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 use tracing::{debug_span, info_span};
 
 use crate::device::{device_name, kind_of, resolve_device};
-use crate::pipeline::{read_json, AfterPooling, DenseActivation, Pipeline, Prompts};
+use crate::pipeline::{AfterPooling, DenseActivation, Pipeline, Prompts};
 use crate::pooling::{normalize, Pooling};
 use crate::tokenize::TextTokenizer;
 use crate::weights::Weights;
@@ -298,28 +295,15 @@ fn batches(sorted_lengths: &[usize], batch_size: usize, max_tokens: usize) -> Ve
     out
 }
 
-#[derive(Deserialize)]
-struct TokenizerConfig {
-    model_max_length: Option<f64>,
-}
-
 /// The token limit as sentence-transformers computes it: `max_seq_length` from
 /// sentence_bert_config.json, else the smaller of the tokenizer's
 /// `model_max_length` and what the position embeddings allow.
 fn token_limit(pipeline: &Pipeline, encoder: &dyn Encoder) -> Result<usize, EmbedError> {
     let positions = encoder.max_positions();
-    if let Some(limit) = pipeline.max_seq_length {
-        return Ok(limit.min(positions));
+    match pipeline.max_seq_length {
+        Some(limit) => Ok(limit.min(positions)),
+        None => crate::tokenize::declared_limit(&pipeline.transformer_dir, positions),
     }
-    let path = pipeline.transformer_dir.join("tokenizer_config.json");
-    let from_tokenizer = if Path::new(&path).is_file() {
-        let config: TokenizerConfig = read_json(&path)?;
-        // Tokenizers without a limit store a huge sentinel (1e30).
-        config.model_max_length.filter(|n| *n >= 1.0 && *n < 1e9).map(|n| n as usize)
-    } else {
-        None
-    };
-    Ok(from_tokenizer.map_or(positions, |n| n.min(positions)))
 }
 
 #[cfg(test)]

@@ -7,7 +7,25 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::pipeline::read_json;
 use crate::{EmbedError, EncoderInput};
+
+#[derive(serde::Deserialize)]
+struct TokenizerConfig {
+    model_max_length: Option<f64>,
+}
+
+/// The token limit a model directory's `tokenizer_config.json` declares
+/// (`model_max_length`), capped by the `positions` the encoder has. Tokenizers
+/// without a limit store a huge sentinel (1e30), which counts as none.
+pub fn declared_limit(dir: &Path, positions: usize) -> Result<usize, EmbedError> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(positions);
+    }
+    let config: TokenizerConfig = read_json(&path)?;
+    Ok(config.model_max_length.filter(|n| *n >= 1.0 && *n < 1e9).map_or(positions, |n| (n as usize).min(positions)))
+}
 
 /// A tokenizer with sentence-transformers' truncation and lowercasing applied.
 pub struct TextTokenizer {
