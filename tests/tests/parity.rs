@@ -2,6 +2,7 @@
 //! embeddings sentence-transformers produced for the same texts (see
 //! xtask/python/st_reference.py), and the STS Benchmark dev Spearman.
 
+use dartboard_config::DType;
 use dartboard_embeddings::{LoadOptions, SentenceEmbedder};
 use dartboard_tests::{cosine, minilm, reference, spearman, sts};
 
@@ -29,6 +30,22 @@ fn embeddings_match_sentence_transformers() {
     }
     println!("min cosine vs sentence-transformers {}: {worst:.8}", reference.sentence_transformers);
     assert!(worst >= 0.99999, "min cosine {worst} on {worst_text:?}");
+}
+
+/// bf16 is a speed option, not a different model: against sentence-transformers'
+/// f32 output every text must stay within cosine 0.999.
+#[test]
+fn bf16_stays_close_to_sentence_transformers_f32() {
+    let reference = reference();
+    let options = LoadOptions { dtype: DType::Bf16, ..LoadOptions::default() };
+    let model = SentenceEmbedder::load(&minilm(), options).unwrap();
+    let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+    let ours = model.encode(&texts).unwrap();
+    let cosines: Vec<f64> = (0..texts.len()).map(|i| cosine(ours.row(i), &reference.embeddings[i])).collect();
+    assert!(cosines.iter().all(|c| c.is_finite()), "NaN or infinite bf16 output");
+    let worst = cosines.iter().copied().fold(f64::INFINITY, f64::min);
+    println!("bf16: min cosine vs sentence-transformers {} f32: {worst:.6}", reference.sentence_transformers);
+    assert!(worst >= 0.999, "bf16 min cosine {worst}");
 }
 
 #[test]

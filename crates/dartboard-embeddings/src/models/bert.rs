@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use super::{Activation, LayerNorm, Linear};
+use super::{Activation, AttentionMask, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder, EncoderInput};
 
@@ -134,7 +134,7 @@ impl Encoder for BertModel {
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
-        let mask = super::key_mask(&input.attention_mask)?;
+        let mask = AttentionMask::padding(&input.attention_mask)?;
         let mut hidden = self.embeddings.forward(&input.input_ids, &input.token_type_ids)?;
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &mask)?;
@@ -208,7 +208,7 @@ impl Layer {
         }
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor, EmbedError> {
+    fn forward(&self, xs: &Tensor, mask: &AttentionMask) -> Result<Tensor, EmbedError> {
         let (batch, seq, hidden) = xs.size3()?;
         let head_dim = hidden / self.heads;
         let split_heads = |t: Tensor| -> Result<Tensor, EmbedError> {
@@ -217,9 +217,7 @@ impl Layer {
         let qkv = self.qkv.forward(xs)?.f_chunk(3, -1)?;
         let [q, k, v] = <[Tensor; 3]>::try_from(qkv).expect("chunk(3) gives three tensors");
         let (q, k, v) = (split_heads(q)?, split_heads(k)?, split_heads(v)?);
-        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
-            .f_transpose(1, 2)?
-            .f_reshape([batch, seq, hidden])?;
+        let context = mask.attend(&q, &k, &v)?.f_transpose(1, 2)?.f_reshape([batch, seq, hidden])?;
         let attended = self.attention_norm.forward(&self.attention_out.forward(&context)?.f_add(xs)?)?;
         let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
         self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)

@@ -1,5 +1,6 @@
 //! Architectures, one file each, chosen once from `config.json`.
 
+mod attention;
 pub mod bert;
 pub mod mpnet;
 pub mod xlm_roberta;
@@ -12,6 +13,8 @@ use tch::{Device, Kind, Tensor};
 use crate::pipeline::read_json;
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder};
+
+pub(crate) use attention::AttentionMask;
 
 /// `model_type` values this crate can load.
 pub const SUPPORTED: &[&str] = &["bert", "mpnet", "xlm-roberta", "roberta"];
@@ -82,14 +85,6 @@ pub(crate) fn check_sizes(config_path: &Path, sizes: &[(&str, i64)], layers: usi
 pub(crate) fn positions_after_padding(input_ids: &Tensor, pad: i64) -> Result<Tensor, EmbedError> {
     let mask = input_ids.f_ne(pad)?.f_to_kind(Kind::Int64)?;
     Ok(mask.f_cumsum(1, Kind::Int64)?.f_mul(&mask)?.f_add_scalar(pad)?)
-}
-
-/// Boolean `[B, 1, 1, T]` key mask from a `[B, T]` 0/1 attention mask: true where a
-/// key may be attended to. Broadcasting over heads and queries gives the same result
-/// as transformers' expanded 4-D mask.
-pub(crate) fn key_mask(attention_mask: &Tensor) -> Result<Tensor, EmbedError> {
-    let (batch, seq) = attention_mask.size2()?;
-    Ok(attention_mask.f_ne(0)?.f_view([batch, 1, 1, seq])?)
 }
 
 #[derive(Deserialize)]

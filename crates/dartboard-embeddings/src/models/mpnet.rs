@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{positions_after_padding, Activation, LayerNorm, Linear};
+use super::{positions_after_padding, Activation, AttentionMask, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder, EncoderInput};
 
@@ -161,33 +161,17 @@ impl Encoder for MPNetModel {
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
-        let (batch, seq) = input.input_ids.size2()?;
+        let (_, seq) = input.input_ids.size2()?;
         let positions = positions_after_padding(&input.input_ids, PADDING_IDX)?;
         let words = Tensor::f_embedding(&self.word, &input.input_ids, -1, false, false)?;
         let pos = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;
         let mut hidden = self.embedding_norm.forward(&words.f_add(&pos)?)?;
-        let dtype = hidden.kind();
-        // One additive mask for every layer: relative bias plus -inf-like on padding keys.
-        let padding = input
-            .attention_mask
-            .f_eq(0)?
-            .f_view([batch, 1, 1, seq])?
-            .f_to_kind(dtype)?
-            .f_mul_scalar(min_value(dtype))?;
-        let mask = self.position_bias(seq, dtype)?.f_add(&padding)?;
+        let bias = self.position_bias(seq, hidden.kind())?;
+        let mask = AttentionMask::padding_and_bias(&input.attention_mask, &bias)?;
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &mask, self.heads)?;
         }
         Ok(hidden)
-    }
-}
-
-/// The most negative finite value, as transformers uses for masked positions.
-fn min_value(kind: Kind) -> f64 {
-    match kind {
-        Kind::Half => -65504.0,
-        Kind::BFloat16 => -3.3895313892515355e38,
-        _ => f32::MIN as f64,
     }
 }
 
@@ -221,15 +205,13 @@ impl Layer {
         }
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor, heads: i64) -> Result<Tensor, EmbedError> {
+    fn forward(&self, xs: &Tensor, mask: &AttentionMask, heads: i64) -> Result<Tensor, EmbedError> {
         let (batch, seq, hidden) = xs.size3()?;
         let split = |t: Tensor| -> Result<Tensor, EmbedError> {
             Ok(t.f_view([batch, seq, heads, hidden / heads])?.f_transpose(1, 2)?)
         };
         let (q, k, v) = (split(self.q.forward(xs)?)?, split(self.k.forward(xs)?)?, split(self.v.forward(xs)?)?);
-        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
-            .f_transpose(1, 2)?
-            .f_reshape([batch, seq, hidden])?;
+        let context = mask.attend(&q, &k, &v)?.f_transpose(1, 2)?.f_reshape([batch, seq, hidden])?;
         let attended = self.attention_norm.forward(&self.o.forward(&context)?.f_add(xs)?)?;
         let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
         self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)
