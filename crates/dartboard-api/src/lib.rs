@@ -81,6 +81,7 @@ pub fn embedding_model() -> Result<&'static EmbeddingModel, ApiError> {
     if let Some(model) = MODEL.get() {
         return Ok(model);
     }
+    dartboard_embeddings::retain_freed_memory();
     let model = EmbeddingModel::new(embedding_config()?)?;
     Ok(MODEL.get_or_init(|| model))
 }

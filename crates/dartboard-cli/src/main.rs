@@ -117,6 +117,7 @@ impl ModelArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dartboard_api::init_tracing();
+    dartboard_embeddings::retain_freed_memory();
     let result = match cli.command {
         Command::Embed(args) => embed(args),
         Command::Info(args) => info(args),

@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod allocator;
 mod cross_encoder;
 mod device;
 mod embedder;
@@ -39,6 +40,7 @@ pub mod pooling;
 mod tokenize;
 mod weights;
 
+pub use allocator::retain_freed_memory;
 pub use cross_encoder::{CrossEncoder, ScoreActivation};
 pub use device::{cuda_available, device_name, kind_of, resolve_device};
 pub use embedder::{LoadOptions, Prompt, SentenceEmbedder};

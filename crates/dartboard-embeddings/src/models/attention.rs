@@ -57,22 +57,34 @@ impl AttentionMask {
         }
     }
 
-    /// Attention over `[B, heads, T, head_dim]` queries, keys and values; the result
-    /// has the same shape and precision as `q`.
-    pub(crate) fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, EmbedError> {
-        match self {
+    /// Attention over fused projections: `qkv` is `[B, T, 3·hidden]`, queries, keys
+    /// and values side by side, split into `heads` heads. Returns `[B, T, hidden]`
+    /// in the precision of `qkv`.
+    pub(crate) fn attend(&self, qkv: &Tensor, heads: i64) -> Result<Tensor, EmbedError> {
+        let (batch, seq, width) = qkv.size3()?;
+        let (hidden, kind, device) = (width / 3, qkv.kind(), qkv.device());
+        let head_dim = hidden / heads;
+        // [3, B, heads, T, head_dim] as a view: no copy yet.
+        let split = qkv.f_view([batch, seq, 3, heads, head_dim])?.f_permute([2, 0, 3, 1, 4])?;
+        let context = match self {
             AttentionMask::Fused(mask) => {
-                Ok(Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, None, false)?)
+                let (q, k, v) = (split.f_get(0)?, split.f_get(1)?, split.f_get(2)?);
+                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
             }
             AttentionMask::Unfused(mask) => {
-                let kind = q.kind();
-                let head_dim = *q.size().last().unwrap_or(&1);
-                let (q, k, v) = (q.f_to_kind(Kind::Float)?, k.f_to_kind(Kind::Float)?, v.f_to_kind(Kind::Float)?);
+                // One pass converts to f32 and lays each head out contiguously, so
+                // neither product below has to copy its operands again.
+                let mut packed = Tensor::f_empty(split.size(), (Kind::Float, device))?;
+                packed.f_copy_(&split)?;
+                let (q, k, v) = (packed.f_get(0)?, packed.f_get(1)?, packed.f_get(2)?);
                 let mut scores = q.f_matmul(&k.f_transpose(-1, -2)?)?.f_mul_scalar(1.0 / (head_dim as f64).sqrt())?;
-                let weights = scores.f_add_(mask)?.f_softmax(-1, Kind::Float)?;
-                Ok(weights.f_matmul(&v)?.f_to_kind(kind)?)
+                scores.f_add_(mask)?.f_softmax(-1, Kind::Float)?.f_matmul(&v)?
             }
-        }
+        };
+        // Back to [B, T, hidden] in the model's precision, again in one pass.
+        let mut out = Tensor::f_empty([batch, seq, heads, head_dim], (kind, device))?;
+        out.f_copy_(&context.f_transpose(1, 2)?)?;
+        Ok(out.f_view([batch, seq, hidden])?)
     }
 }
 
@@ -105,14 +117,13 @@ mod tests {
         tch::manual_seed(7);
         let (b, h, t, d) = (3, 2, 5, 4);
         let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0]).view([b, t]);
-        let qkv: Vec<Tensor> =
-            (0..3).map(|_| Tensor::randn([b, h, t, d], (Kind::Float, Device::Cpu)).to_kind(kind)).collect();
+        let qkv = Tensor::randn([b, t, 3 * h * d], (Kind::Float, Device::Cpu)).to_kind(kind);
         let bias = Tensor::randn([1, h, t, t], (Kind::Float, Device::Cpu)).to_kind(kind);
         let bias = with_bias.then_some(&bias);
         let run = |unfused| {
             let m = AttentionMask::build(&mask, bias, unfused).unwrap();
             assert_eq!(matches!(m, AttentionMask::Unfused(_)), unfused);
-            m.attend(&qkv[0], &qkv[1], &qkv[2]).unwrap()
+            m.attend(&qkv, h).unwrap()
         };
         (run(false), run(true))
     }
@@ -147,8 +158,8 @@ mod tests {
         // whatever the padding positions hold.
         let (fused, unfused) = both(Kind::Float, false);
         for out in [fused, unfused] {
-            let row = out.get(2);
-            let first = row.select(1, 0).unsqueeze(1).expand_as(&row);
+            let row = out.get(2); // [T, hidden]
+            let first = row.get(0).unsqueeze(0).expand_as(&row);
             assert!(max_diff(&row, &first) < 1e-6);
         }
     }

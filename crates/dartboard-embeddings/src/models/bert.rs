@@ -209,15 +209,7 @@ impl Layer {
     }
 
     fn forward(&self, xs: &Tensor, mask: &AttentionMask) -> Result<Tensor, EmbedError> {
-        let (batch, seq, hidden) = xs.size3()?;
-        let head_dim = hidden / self.heads;
-        let split_heads = |t: Tensor| -> Result<Tensor, EmbedError> {
-            Ok(t.f_view([batch, seq, self.heads, head_dim])?.f_transpose(1, 2)?)
-        };
-        let qkv = self.qkv.forward(xs)?.f_chunk(3, -1)?;
-        let [q, k, v] = <[Tensor; 3]>::try_from(qkv).expect("chunk(3) gives three tensors");
-        let (q, k, v) = (split_heads(q)?, split_heads(k)?, split_heads(v)?);
-        let context = mask.attend(&q, &k, &v)?.f_transpose(1, 2)?.f_reshape([batch, seq, hidden])?;
+        let context = mask.attend(&self.qkv.forward(xs)?, self.heads)?;
         let attended = self.attention_norm.forward(&self.attention_out.forward(&context)?.f_add(xs)?)?;
         let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
         self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)

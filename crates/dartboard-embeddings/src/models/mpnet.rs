@@ -176,9 +176,8 @@ impl Encoder for MPNetModel {
 }
 
 struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// `q`, `k` and `v` fused into one product, as in BERT.
+    qkv: Linear,
     o: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
@@ -193,9 +192,11 @@ impl Layer {
         let attention = w.pp("attention");
         let attn = attention.pp("attn");
         Layer {
-            q: Linear::load(&attn.pp("q"), h, h),
-            k: Linear::load(&attn.pp("k"), h, h),
-            v: Linear::load(&attn.pp("v"), h, h),
+            qkv: Linear::fuse(&[
+                Linear::load(&attn.pp("q"), h, h),
+                Linear::load(&attn.pp("k"), h, h),
+                Linear::load(&attn.pp("v"), h, h),
+            ]),
             o: Linear::load(&attn.pp("o"), h, h),
             attention_norm: LayerNorm::load(&attention.pp("LayerNorm"), h, c.layer_norm_eps),
             intermediate: Linear::load(&w.pp("intermediate").pp("dense"), h, i),
@@ -206,12 +207,7 @@ impl Layer {
     }
 
     fn forward(&self, xs: &Tensor, mask: &AttentionMask, heads: i64) -> Result<Tensor, EmbedError> {
-        let (batch, seq, hidden) = xs.size3()?;
-        let split = |t: Tensor| -> Result<Tensor, EmbedError> {
-            Ok(t.f_view([batch, seq, heads, hidden / heads])?.f_transpose(1, 2)?)
-        };
-        let (q, k, v) = (split(self.q.forward(xs)?)?, split(self.k.forward(xs)?)?, split(self.v.forward(xs)?)?);
-        let context = mask.attend(&q, &k, &v)?.f_transpose(1, 2)?.f_reshape([batch, seq, hidden])?;
+        let context = mask.attend(&self.qkv.forward(xs)?, heads)?;
         let attended = self.attention_norm.forward(&self.o.forward(&context)?.f_add(xs)?)?;
         let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
         self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)
