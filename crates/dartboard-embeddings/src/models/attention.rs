@@ -15,10 +15,16 @@ use tch::{Device, Kind, Tensor};
 
 use crate::EmbedError;
 
-/// Longest sequence that uses the unfused kernel on the CPU (measured crossover on
-/// a 2-core AVX-512 machine, batch 32, 12 heads of 32: unfused 2.1 ms vs fused
-/// 3.7 ms at 64 tokens, 12 ms vs 6.8 ms at 96).
+/// Longest sequence that uses the unfused kernel on the CPU. Measured on a 2-core
+/// AVX-512 machine, batch 32, 12 heads of 32, f32: unfused 3.1 ms vs fused 3.9 ms
+/// at 64 tokens, but 11.5 ms vs 7.5 ms at 96, once the `[B, heads, T, T]` scores
+/// no longer fit in cache.
 const UNFUSED_MAX_SEQ: i64 = 64;
+
+/// The unfused kernel gives the softmax at least this many keys, padding with
+/// masked zeros. libtorch's CPU softmax over a last dimension shorter than 16 takes
+/// a slow path: 490 µs for `[32, 12, 14, 14]` against 48 µs at 16 keys.
+const UNFUSED_MIN_KEYS: i64 = 16;
 
 /// The keys each query may see, plus any additive bias, ready for one kernel.
 pub(crate) enum AttentionMask {
@@ -26,7 +32,8 @@ pub(crate) enum AttentionMask {
     /// in the compute precision).
     Fused(Tensor),
     /// Explicit `softmax(q kᵀ / √d + mask) v` in f32, with this additive f32 mask
-    /// broadcastable to `[B, heads, T, T]`.
+    /// broadcastable to `[B, heads, T, K]`, where `K ≥ T` counts the keys after
+    /// padding to [`UNFUSED_MIN_KEYS`].
     Unfused(Tensor),
 }
 
@@ -45,9 +52,13 @@ impl AttentionMask {
     fn build(attention_mask: &Tensor, bias: Option<&Tensor>, unfused: bool) -> Result<Self, EmbedError> {
         let (batch, seq) = attention_mask.size2()?;
         let keep = attention_mask.f_ne(0)?.f_view([batch, 1, 1, seq])?;
+        let extra_keys = (UNFUSED_MIN_KEYS - seq).max(0);
         match (unfused, bias) {
-            (true, None) => Ok(AttentionMask::Unfused(additive(&keep)?)),
-            (true, Some(bias)) => Ok(AttentionMask::Unfused(additive(&keep)?.f_add(&bias.f_to_kind(Kind::Float)?)?)),
+            (true, None) => Ok(AttentionMask::Unfused(additive(&keep, extra_keys)?)),
+            (true, Some(bias)) => {
+                let bias = bias.f_to_kind(Kind::Float)?.f_constant_pad_nd([0, extra_keys])?;
+                Ok(AttentionMask::Unfused(additive(&keep, extra_keys)?.f_add(&bias)?))
+            }
             (false, None) => Ok(AttentionMask::Fused(keep)),
             (false, Some(bias)) => {
                 let kind = bias.kind();
@@ -73,10 +84,16 @@ impl AttentionMask {
             }
             AttentionMask::Unfused(mask) => {
                 // One pass converts to f32 and lays each head out contiguously, so
-                // neither product below has to copy its operands again.
-                let mut packed = Tensor::f_empty(split.size(), (Kind::Float, device))?;
-                packed.f_copy_(&split)?;
-                let (q, k, v) = (packed.f_get(0)?, packed.f_get(1)?, packed.f_get(2)?);
+                // neither product below has to copy its operands again. Padding keys
+                // past `seq` are zeros, which the mask then hides.
+                let keys = *mask.size().last().unwrap_or(&seq);
+                let packed = if keys > seq {
+                    Tensor::f_zeros([3, batch, heads, keys, head_dim], (Kind::Float, device))?
+                } else {
+                    Tensor::f_empty([3, batch, heads, keys, head_dim], (Kind::Float, device))?
+                };
+                packed.f_narrow(3, 0, seq)?.f_copy_(&split)?;
+                let (q, k, v) = (packed.f_get(0)?.f_narrow(2, 0, seq)?, packed.f_get(1)?, packed.f_get(2)?);
                 let mut scores = q.f_matmul(&k.f_transpose(-1, -2)?)?.f_mul_scalar(1.0 / (head_dim as f64).sqrt())?;
                 scores.f_add_(mask)?.f_softmax(-1, Kind::Float)?.f_matmul(&v)?
             }
@@ -92,9 +109,11 @@ fn use_unfused(attention_mask: &Tensor) -> bool {
     attention_mask.device() == Device::Cpu && attention_mask.size().last().is_some_and(|&t| t <= UNFUSED_MAX_SEQ)
 }
 
-/// `0` where a key may be seen, the most negative f32 where it is padding: finite,
-/// as in transformers, so a text with no tokens at all gets uniform weights, not NaN.
-fn additive(keep: &Tensor) -> Result<Tensor, EmbedError> {
+/// `0` where a key may be seen, the most negative f32 where it is padding (and on
+/// `extra` keys appended after the last): finite, as in transformers, so a text
+/// with no tokens at all gets uniform weights, not NaN.
+fn additive(keep: &Tensor, extra: i64) -> Result<Tensor, EmbedError> {
+    let keep = keep.f_constant_pad_nd([0, extra])?; // pads with `false`
     let zeros = Tensor::f_zeros(keep.size(), (Kind::Float, keep.device()))?;
     Ok(zeros.f_masked_fill(&keep.f_logical_not()?, min_value(Kind::Float))?)
 }
