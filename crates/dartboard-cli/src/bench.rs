@@ -95,10 +95,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn gemm_peak() -> Result<()> {
+    use dartboard_config::DType;
+    use dartboard_embeddings::{measure_gemm_gflops, GemmKernel};
     let mut out = serde_json::Map::new();
-    for (name, dtype) in [("f32", dartboard_config::DType::F32), ("bf16", dartboard_config::DType::Bf16)] {
-        let gflops = dartboard_embeddings::measure_gemm_gflops(dtype, 2048, 5)?;
-        out.insert(format!("{name}_gflops"), gflops.into());
+    // The model's own kernels set the ceiling; MKL's f32 figure shows the one
+    // PyTorch's f32 nn.Linear is held to on this CPU.
+    for (name, dtype, kernel) in [
+        ("f32", DType::F32, GemmKernel::Model),
+        ("bf16", DType::Bf16, GemmKernel::Model),
+        ("f32_matmul", DType::F32, GemmKernel::Matmul),
+    ] {
+        out.insert(format!("{name}_gflops"), measure_gemm_gflops(dtype, 2048, 5, kernel)?.into());
     }
     writeln!(std::io::stdout(), "{}", serde_json::Value::Object(out))?;
     Ok(())

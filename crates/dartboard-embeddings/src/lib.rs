@@ -61,19 +61,37 @@ pub fn intra_op_threads() -> i32 {
     tch::get_num_threads()
 }
 
+/// Which libtorch kernel [`measure_gemm_gflops`] times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// The route this crate's models take ([`models::linear`]): oneDNN on the CPU.
+    Model,
+    /// Plain `matmul`, as PyTorch's f32 `nn.Linear` runs it on the CPU (MKL).
+    Matmul,
+}
+
 /// This machine's matrix-product speed in GFLOP/s: the fastest of `repeat`
-/// products of two `size × size` matrices in `dtype` on the CPU (the ceiling the
-/// benchmark compares model throughput with).
-pub fn measure_gemm_gflops(dtype: dartboard_config::DType, size: i64, repeat: usize) -> Result<f64, EmbedError> {
+/// products of two `size × size` matrices in `dtype` on the CPU, through `kernel`
+/// (the ceiling the benchmark compares model throughput with).
+pub fn measure_gemm_gflops(
+    dtype: dartboard_config::DType,
+    size: i64,
+    repeat: usize,
+    kernel: GemmKernel,
+) -> Result<f64, EmbedError> {
     let _guard = tch::no_grad_guard();
     let options = (kind_of(dtype), tch::Device::Cpu);
     let a = tch::Tensor::f_randn([size, size], options)?;
     let b = tch::Tensor::f_randn([size, size], options)?;
-    let _ = a.f_matmul(&b)?; // warm-up
+    let product = || match kernel {
+        GemmKernel::Model => models::linear(&a, &b, None),
+        GemmKernel::Matmul => Ok(a.f_matmul(&b)?),
+    };
+    let _ = product()?; // warm-up
     let mut best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
         let started = std::time::Instant::now();
-        let c = a.f_matmul(&b)?;
+        let c = product()?;
         c.f_sum(c.kind())?.f_double_value(&[])?; // force completion
         best = best.min(started.elapsed().as_secs_f64());
     }
