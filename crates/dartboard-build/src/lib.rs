@@ -32,3 +32,30 @@ pub fn link_libtorch() {
     println!("cargo:rustc-env=DARTBOARD_LIBTORCH_LIB={}", lib_dir.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
 }
+
+/// Compiles `source`, a C++ file calling libtorch's C++ API, into a static library
+/// linked into the calling crate, with the include paths and flags torch-sys uses
+/// for its own C++ (C++17, the CXX11 ABI libtorch 2.x wheels are built with).
+///
+/// The headers live beside libtorch's `lib/` (`DEP_TCH_LIBTORCH_LIB`, see
+/// [`link_libtorch`]), in `include/`; `LIBTORCH` is the fallback.
+pub fn compile_cpp(source: &str, lib_name: &str) {
+    println!("cargo:rerun-if-changed={source}");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let root = match std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
+        Some(lib) => PathBuf::from(lib).parent().map(PathBuf::from),
+        None => std::env::var_os("LIBTORCH").map(PathBuf::from),
+    };
+    let include = root.expect("neither DEP_TCH_LIBTORCH_LIB nor LIBTORCH names libtorch").join("include");
+    cc::Build::new()
+        .cpp(true)
+        .file(source)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        // libtorch's headers use a few C++20 extensions GCC warns about under C++17.
+        .cargo_warnings(false)
+        .compile(lib_name);
+}

@@ -34,6 +34,7 @@ mod embeddings;
 mod encoder;
 mod error;
 pub mod models;
+mod onednn;
 mod pickle;
 mod pipeline;
 pub mod pooling;

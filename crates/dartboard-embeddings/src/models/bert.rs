@@ -210,8 +210,8 @@ impl Layer {
 
     fn forward(&self, xs: &Tensor, mask: &AttentionMask) -> Result<Tensor, EmbedError> {
         let context = mask.attend(&self.qkv.forward(xs)?, self.heads)?;
-        let attended = self.attention_norm.forward(&self.attention_out.forward(&context)?.f_add(xs)?)?;
-        let inner = self.activation.forward(&self.intermediate.forward(&attended)?)?;
-        self.output_norm.forward(&self.output.forward(&inner)?.f_add(&attended)?)
+        let attended = self.attention_norm.forward(&self.attention_out.forward_plus(&context, xs)?)?;
+        let inner = self.intermediate.forward_activated(&attended, self.activation)?;
+        self.output_norm.forward(&self.output.forward_plus(&inner, &attended)?)
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::onednn::{self, Epilogue};
 use crate::pipeline::read_json;
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder};
@@ -136,7 +137,37 @@ impl Linear {
 
     /// Applies the layer.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, EmbedError> {
-        linear(xs, &self.weight, self.bias.as_ref())
+        self.forward_then(xs, Epilogue::None)
+    }
+
+    /// `activation(x Wᵀ + b)`, in one kernel where the CPU allows.
+    pub fn forward_activated(&self, xs: &Tensor, activation: Activation) -> Result<Tensor, EmbedError> {
+        let epilogue = match activation {
+            Activation::Gelu => Epilogue::Gelu,
+            Activation::GeluTanh => Epilogue::GeluTanh,
+            Activation::Relu => Epilogue::Relu,
+            Activation::Silu => Epilogue::Silu,
+        };
+        if onednn::supports(xs) {
+            return onednn::linear(xs, &self.weight, self.bias.as_ref(), epilogue);
+        }
+        activation.forward(&xs.f_linear(&self.weight, self.bias.as_ref())?)
+    }
+
+    /// `x Wᵀ + b + residual`, in one kernel where the CPU allows.
+    pub fn forward_plus(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor, EmbedError> {
+        self.forward_then(xs, Epilogue::Add(residual))
+    }
+
+    fn forward_then(&self, xs: &Tensor, epilogue: Epilogue<'_>) -> Result<Tensor, EmbedError> {
+        if onednn::supports(xs) {
+            return onednn::linear(xs, &self.weight, self.bias.as_ref(), epilogue);
+        }
+        let ys = xs.f_linear(&self.weight, self.bias.as_ref())?;
+        match epilogue {
+            Epilogue::Add(residual) => Ok(ys.f_add(residual)?),
+            _ => Ok(ys),
+        }
     }
 
     /// One layer computing all of `layers` side by side (outputs concatenated).
@@ -147,30 +178,13 @@ impl Linear {
     }
 }
 
-/// `x Wᵀ + b` over the last dimension of `xs`, through the fastest CPU kernel
-/// libtorch has for the precision.
-///
-/// libtorch sends f32 `linear` to MKL, and MKL runs its AVX2 code on AMD CPUs: on
-/// the Zen 5 machine this project is measured on, 200–217 GFLOP/s for the model's
-/// shapes. oneDNN, also inside libtorch, uses AVX-512 there and runs the same
-/// products at 410–470 GFLOP/s. tch exposes no oneDNN matrix product for ordinary
-/// tensors, but it does expose `mkldnn_convolution`, and a 1×1 convolution over a
-/// channels-last `[1, in, rows, 1]` view of `xs` is exactly this product (same
-/// f32 arithmetic, summed in a different order: results agree to ~1e-6 relative).
-/// bf16 and f16 already reach oneDNN through `linear`, and CUDA has cuBLAS.
+/// `x Wᵀ + b` over the last dimension of `xs`, through oneDNN on the CPU (see
+/// [`crate::onednn`] for why) and `aten::linear` elsewhere.
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, EmbedError> {
-    let (out_dim, in_dim) = weight.size2()?;
-    let mut shape = xs.size();
-    let rows = shape.iter().rev().skip(1).product::<i64>();
-    if xs.kind() != Kind::Float || xs.device() != Device::Cpu || rows == 0 || shape.last() != Some(&in_dim) {
-        return Ok(xs.f_linear(weight, bias)?);
+    if onednn::supports(xs) {
+        return onednn::linear(xs, weight, bias, Epilogue::None);
     }
-    let xs = xs.f_contiguous()?;
-    let image = xs.f_as_strided([1, in_dim, rows, 1], [rows * in_dim, 1, in_dim, in_dim], None)?;
-    let kernel = weight.f_view([out_dim, in_dim, 1, 1])?;
-    let out = image.f_mkldnn_convolution(&kernel, bias, [0, 0], [1, 1], [1, 1], 1)?;
-    *shape.last_mut().expect("checked above") = out_dim;
-    Ok(out.f_permute([0, 2, 3, 1])?.f_reshape(shape)?)
+    Ok(xs.f_linear(weight, bias)?)
 }
 
 /// Layer normalization over the last dimension.
@@ -203,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn onednn_linear_matches_libtorch_linear() {
+    fn onednn_linear_matches_aten_linear() {
         tch::manual_seed(3);
         let options = (Kind::Float, Device::Cpu);
         let (weight, bias) = (Tensor::randn([24, 40], options), Tensor::randn([24], options));
@@ -222,11 +236,37 @@ mod tests {
     }
 
     #[test]
-    fn other_precisions_use_libtorch_linear() {
-        let options = (Kind::BFloat16, Device::Cpu);
-        let (xs, weight) = (Tensor::ones([2, 8], options), Tensor::ones([3, 8], options));
-        let out = linear(&xs, &weight, None).unwrap();
-        assert_eq!(out.kind(), Kind::BFloat16);
-        assert_eq!(Vec::<f32>::try_from(out.to_kind(Kind::Float).view(-1)).unwrap(), vec![8.0; 6]);
+    fn fused_epilogues_match_separate_ops() {
+        tch::manual_seed(4);
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+            let options = (kind, Device::Cpu);
+            let layer = Linear { weight: Tensor::randn([24, 40], options), bias: Some(Tensor::randn([24], options)) };
+            let xs = Tensor::randn([3, 5, 40], options);
+            let residual = Tensor::randn([3, 5, 24], options);
+            let plain = xs
+                .to_kind(Kind::Float)
+                .linear(&layer.weight.to_kind(Kind::Float), layer.bias.as_ref().map(|b| b.to_kind(Kind::Float)));
+            // bf16 and f16 outputs are rounded to 8 or 11 significant bits.
+            let tolerance = if kind == Kind::Float { 1e-5 } else { 1e-2 };
+            for activation in [Activation::Gelu, Activation::GeluTanh, Activation::Relu, Activation::Silu] {
+                let ours = layer.forward_activated(&xs, activation).unwrap();
+                assert_eq!(ours.kind(), kind);
+                let expected = activation.forward(&plain).unwrap();
+                assert!(close(&ours.to_kind(Kind::Float), &expected) < tolerance, "{kind:?} {activation:?}");
+            }
+            let ours = layer.forward_plus(&xs, &residual).unwrap();
+            assert!(
+                close(&ours.to_kind(Kind::Float), &plain.f_add(&residual.to_kind(Kind::Float)).unwrap()) < tolerance,
+                "{kind:?} add"
+            );
+        }
+    }
+
+    #[test]
+    fn cpu_f32_and_bf16_take_onednn() {
+        for kind in [Kind::Float, Kind::BFloat16] {
+            assert!(onednn::supports(&Tensor::ones([2, 8], (kind, Device::Cpu))), "{kind:?}");
+        }
+        assert!(!onednn::supports(&Tensor::ones([2, 8], (Kind::Half, Device::Cpu))));
     }
 }
