@@ -37,23 +37,31 @@ pub fn link_libtorch() {
 /// linked into the calling crate, with the include paths and flags torch-sys uses
 /// for its own C++ (C++17, the CXX11 ABI libtorch 2.x wheels are built with).
 ///
-/// The headers live beside libtorch's `lib/` (`DEP_TCH_LIBTORCH_LIB`, see
-/// [`link_libtorch`]), in `include/`; `LIBTORCH` is the fallback.
+/// The headers are found as torch-sys finds them: `LIBTORCH_INCLUDE`, else beside
+/// libtorch's `lib/` (`DEP_TCH_LIBTORCH_LIB`, see [`link_libtorch`]); the ABI
+/// follows `LIBTORCH_CXX11_ABI` (default 1).
 pub fn compile_cpp(source: &str, lib_name: &str) {
     println!("cargo:rerun-if-changed={source}");
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let root = match std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
-        Some(lib) => PathBuf::from(lib).parent().map(PathBuf::from),
-        None => std::env::var_os("LIBTORCH").map(PathBuf::from),
+    for var in ["LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_CXX11_ABI"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    // The same sources as torch-sys: LIBTORCH_INCLUDE for split installs, else
+    // the `include/` beside libtorch's `lib/`.
+    let root = match (std::env::var_os("LIBTORCH_INCLUDE"), std::env::var_os("DEP_TCH_LIBTORCH_LIB")) {
+        (Some(root), _) => Some(PathBuf::from(root)),
+        (None, Some(lib)) => PathBuf::from(lib).parent().map(PathBuf::from),
+        (None, None) => std::env::var_os("LIBTORCH").map(PathBuf::from),
     };
-    let include = root.expect("neither DEP_TCH_LIBTORCH_LIB nor LIBTORCH names libtorch").join("include");
+    let include =
+        root.expect("none of LIBTORCH_INCLUDE, DEP_TCH_LIBTORCH_LIB, LIBTORCH names libtorch").join("include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()
         .cpp(true)
         .file(source)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         // libtorch's headers use a few C++20 extensions GCC warns about under C++17.
         .cargo_warnings(false)

@@ -19,11 +19,18 @@ pub fn retain_freed_memory() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes allocator parameters; called once, before
-        // any model allocates, and both values are within glibc's accepted ranges.
+        // SAFETY: mallopt only changes allocator parameters and reports values it
+        // refuses by returning 0.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            // Older glibc refuses mmap thresholds above 32 MiB. Setting the trim
+            // threshold alone would still freeze the mmap threshold at its 128 KiB
+            // default and map every activation afresh, so it is set only once a
+            // threshold has been accepted.
+            let accepted = libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20) == 1
+                || libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1;
+            if accepted {
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            }
         }
     });
 }

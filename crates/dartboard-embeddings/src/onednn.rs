@@ -93,7 +93,10 @@ pub(crate) fn linear(
         unsafe { libc::free(error.cast()) };
         return Err(EmbedError::Torch(tch::TchError::Torch(message)));
     }
-    // SAFETY: non-null on success, owned by us from here on.
+    if out.is_null() {
+        return Err(EmbedError::Torch(tch::TchError::Torch("oneDNN linear returned no tensor".into())));
+    }
+    // SAFETY: non-null, and owned by us from here on.
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
@@ -107,8 +110,10 @@ fn available(kind: Kind) -> bool {
     *cell.get_or_init(|| {
         let _guard = tch::no_grad_guard();
         let x = Tensor::ones([1, 2], (kind, Device::Cpu));
-        match linear(&x, &x, None, Epilogue::None) {
-            Ok(y) => y.double_value(&[0, 0]) == 2.0,
+        // Both overloads: plain (and activations), and the residual add.
+        let probe = linear(&x, &x, None, Epilogue::None).and_then(|y| linear(&x, &x, None, Epilogue::Add(&y)));
+        match probe {
+            Ok(y) => y.double_value(&[0, 0]) == 4.0,
             Err(err) => {
                 tracing::warn!("libtorch's oneDNN linear does not run here for {kind:?}, using aten::linear: {err}");
                 false

@@ -109,13 +109,14 @@ fn use_unfused(attention_mask: &Tensor) -> bool {
     attention_mask.device() == Device::Cpu && attention_mask.size().last().is_some_and(|&t| t <= UNFUSED_MAX_SEQ)
 }
 
-/// `0` where a key may be seen, the most negative f32 where it is padding (and on
-/// `extra` keys appended after the last): finite, as in transformers, so a text
-/// with no tokens at all gets uniform weights, not NaN.
+/// `0` where a key may be seen, the most negative f32 where it is padding (finite,
+/// as in transformers, so a text with no tokens at all averages its padding
+/// instead of producing NaN), and `-inf` on the `extra` keys appended after the
+/// last, which must never take weight, not even in that case.
 fn additive(keep: &Tensor, extra: i64) -> Result<Tensor, EmbedError> {
-    let keep = keep.f_constant_pad_nd([0, extra])?; // pads with `false`
     let zeros = Tensor::f_zeros(keep.size(), (Kind::Float, keep.device()))?;
-    Ok(zeros.f_masked_fill(&keep.f_logical_not()?, min_value(Kind::Float))?)
+    let mask = zeros.f_masked_fill(&keep.f_logical_not()?, min_value(Kind::Float))?;
+    Ok(mask.f_pad([0, extra], "constant", f64::NEG_INFINITY)?)
 }
 
 /// The most negative finite value, as transformers uses for masked positions.
@@ -181,6 +182,19 @@ mod tests {
             let first = row.get(0).unsqueeze(0).expand_as(&row);
             assert!(max_diff(&row, &first) < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_text_without_tokens_averages_its_padding_not_the_extra_keys() {
+        // transformers' additive mask gives an all-padding row uniform weights over
+        // its real positions; the keys added to reach 16 must not dilute that.
+        let (b, h, t, d) = (1, 1, 3, 2);
+        let mask = AttentionMask::build(&Tensor::zeros([b, t], (Kind::Int64, Device::Cpu)), None, true).unwrap();
+        let qkv = Tensor::randn([b, t, 3 * h * d], (Kind::Float, Device::Cpu));
+        let out = mask.attend(&qkv, h).unwrap(); // [1, 3, 2]
+        let values = qkv.narrow(2, 2 * h * d, h * d); // [1, 3, 2]
+        let mean = values.mean_dim(1, true, Kind::Float).expand_as(&out);
+        assert!(max_diff(&out, &mean) < 1e-6, "{}", max_diff(&out, &mean));
     }
 
     #[test]

@@ -154,12 +154,26 @@ impl Linear {
         activation.forward(&xs.f_linear(&self.weight, self.bias.as_ref())?)
     }
 
-    /// `x Wᵀ + b + residual`, in one kernel where the CPU allows.
+    /// `x Wᵀ + b + residual`, in one kernel where the CPU allows. `residual` must
+    /// have the output's shape: it is not broadcast.
     pub fn forward_plus(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor, EmbedError> {
         self.forward_then(xs, Epilogue::Add(residual))
     }
 
     fn forward_then(&self, xs: &Tensor, epilogue: Epilogue<'_>) -> Result<Tensor, EmbedError> {
+        if let Epilogue::Add(residual) = epilogue {
+            // oneDNN would broadcast a mismatched residual silently; say so instead.
+            let mut expected = xs.size();
+            if let Some(last) = expected.last_mut() {
+                *last = self.weight.size()[0];
+            }
+            if residual.size() != expected {
+                return Err(EmbedError::Torch(tch::TchError::Shape(format!(
+                    "residual of shape {:?} added to a linear output of shape {expected:?}",
+                    residual.size()
+                ))));
+            }
+        }
         if onednn::supports(xs) {
             return onednn::linear(xs, &self.weight, self.bias.as_ref(), epilogue);
         }
@@ -263,10 +277,23 @@ mod tests {
     }
 
     #[test]
-    fn cpu_f32_and_bf16_take_onednn() {
-        for kind in [Kind::Float, Kind::BFloat16] {
-            assert!(onednn::supports(&Tensor::ones([2, 8], (kind, Device::Cpu))), "{kind:?}");
-        }
+    fn cpu_f32_takes_onednn_and_f16_does_not() {
+        // bf16 depends on the CPU (AVX-512 or AVX-NE-CONVERT); either answer is
+        // right there, and `fused_epilogues_match_separate_ops` checks both routes.
+        assert!(onednn::supports(&Tensor::ones([2, 8], (Kind::Float, Device::Cpu))));
         assert!(!onednn::supports(&Tensor::ones([2, 8], (Kind::Half, Device::Cpu))));
+    }
+
+    #[test]
+    fn a_residual_of_the_wrong_shape_is_an_error_not_a_silent_broadcast() {
+        let options = (Kind::Float, Device::Cpu);
+        let layer = Linear { weight: Tensor::ones([24, 40], options), bias: None };
+        let xs = Tensor::ones([3, 40], options);
+        for wrong in [[3, 12], [3, 48], [1, 24]] {
+            assert!(layer.forward_plus(&xs, &Tensor::ones(wrong, options)).is_err(), "{wrong:?}");
+        }
+        let sum = layer.forward_plus(&xs, &Tensor::ones([3, 24], options)).unwrap();
+        assert_eq!(sum.size(), [3, 24]);
+        assert_eq!(sum.double_value(&[2, 23]), 41.0);
     }
 }
