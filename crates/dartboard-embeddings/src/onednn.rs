@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
+use crate::models::Activation;
 use crate::EmbedError;
 
 extern "C" {
@@ -35,14 +36,8 @@ extern "C" {
 pub(crate) enum Epilogue<'a> {
     /// Nothing.
     None,
-    /// Exact (erf) GELU.
-    Gelu,
-    /// GELU, tanh approximation.
-    GeluTanh,
-    /// ReLU.
-    Relu,
-    /// SiLU / swish.
-    Silu,
+    /// An activation function.
+    Activation(Activation),
     /// `+ other`, a tensor of the output's shape (a residual connection).
     Add(&'a Tensor),
 }
@@ -64,10 +59,10 @@ pub(crate) fn linear(
 ) -> Result<Tensor, EmbedError> {
     let (attr, algorithm, other) = match epilogue {
         Epilogue::None => ("none", None, None),
-        Epilogue::Gelu => ("gelu", Some("none"), None),
-        Epilogue::GeluTanh => ("gelu", Some("tanh"), None),
-        Epilogue::Relu => ("relu", None, None),
-        Epilogue::Silu => ("swish", None, None),
+        Epilogue::Activation(Activation::Gelu) => ("gelu", Some("none"), None),
+        Epilogue::Activation(Activation::GeluTanh) => ("gelu", Some("tanh"), None),
+        Epilogue::Activation(Activation::Relu) => ("relu", None, None),
+        Epilogue::Activation(Activation::Silu) => ("swish", None, None),
         Epilogue::Add(other) => ("add", None, Some(other)),
     };
     let attr = CString::new(attr).expect("no NUL in a literal");

@@ -142,16 +142,7 @@ impl Linear {
 
     /// `activation(x Wᵀ + b)`, in one kernel where the CPU allows.
     pub fn forward_activated(&self, xs: &Tensor, activation: Activation) -> Result<Tensor, EmbedError> {
-        let epilogue = match activation {
-            Activation::Gelu => Epilogue::Gelu,
-            Activation::GeluTanh => Epilogue::GeluTanh,
-            Activation::Relu => Epilogue::Relu,
-            Activation::Silu => Epilogue::Silu,
-        };
-        if onednn::supports(xs) {
-            return onednn::linear(xs, &self.weight, self.bias.as_ref(), epilogue);
-        }
-        activation.forward(&xs.f_linear(&self.weight, self.bias.as_ref())?)
+        self.forward_then(xs, Epilogue::Activation(activation))
     }
 
     /// `x Wᵀ + b + residual`, in one kernel where the CPU allows. `residual` must
@@ -174,14 +165,7 @@ impl Linear {
                 ))));
             }
         }
-        if onednn::supports(xs) {
-            return onednn::linear(xs, &self.weight, self.bias.as_ref(), epilogue);
-        }
-        let ys = xs.f_linear(&self.weight, self.bias.as_ref())?;
-        match epilogue {
-            Epilogue::Add(residual) => Ok(ys.f_add(residual)?),
-            _ => Ok(ys),
-        }
+        linear_then(xs, &self.weight, self.bias.as_ref(), epilogue)
     }
 
     /// One layer computing all of `layers` side by side (outputs concatenated).
@@ -195,10 +179,26 @@ impl Linear {
 /// `x Wᵀ + b` over the last dimension of `xs`, through oneDNN on the CPU (see
 /// [`crate::onednn`] for why) and `aten::linear` elsewhere.
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, EmbedError> {
+    linear_then(xs, weight, bias, Epilogue::None)
+}
+
+/// [`linear`] followed by `epilogue`: fused into the product by oneDNN, or as
+/// separate aten operators where oneDNN does not run.
+fn linear_then(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue<'_>,
+) -> Result<Tensor, EmbedError> {
     if onednn::supports(xs) {
-        return onednn::linear(xs, weight, bias, Epilogue::None);
+        return onednn::linear(xs, weight, bias, epilogue);
     }
-    Ok(xs.f_linear(weight, bias)?)
+    let ys = xs.f_linear(weight, bias)?;
+    match epilogue {
+        Epilogue::None => Ok(ys),
+        Epilogue::Activation(activation) => activation.forward(&ys),
+        Epilogue::Add(residual) => Ok(ys.f_add(residual)?),
+    }
 }
 
 /// Layer normalization over the last dimension.
