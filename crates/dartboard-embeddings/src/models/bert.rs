@@ -101,16 +101,8 @@ impl BertModel {
                 ("type_vocab_size", config.type_vocab_size),
             ],
             config.num_hidden_layers,
+            (config.hidden_size, config.num_attention_heads),
         )?;
-        if config.hidden_size % config.num_attention_heads != 0 {
-            return Err(EmbedError::InvalidFile {
-                path: config_path.to_path_buf(),
-                reason: format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    config.hidden_size, config.num_attention_heads
-                ),
-            });
-        }
         weights.detect_prefix("embeddings.word_embeddings.weight");
         let root = weights.pp("");
         let embeddings = Embeddings::load(&root.pp("embeddings"), config, positions);

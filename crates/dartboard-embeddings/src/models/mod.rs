@@ -62,8 +62,14 @@ pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn En
 
 /// Rejects sizes a model could not have before any tensor is allocated from them:
 /// a negative width or a billion layers in a hostile config.json must be an error,
-/// not a panic or an out-of-memory.
-pub(crate) fn check_sizes(config_path: &Path, sizes: &[(&str, i64)], layers: usize) -> Result<(), EmbedError> {
+/// not a panic or an out-of-memory. `hidden_and_heads` is `(hidden_size,
+/// num_attention_heads)`, which must also divide evenly into heads.
+pub(crate) fn check_sizes(
+    config_path: &Path,
+    sizes: &[(&str, i64)],
+    layers: usize,
+    (hidden, heads): (i64, i64),
+) -> Result<(), EmbedError> {
     const MAX_LAYERS: usize = 256;
     const MAX_SIZE: i64 = 1 << 24;
     if let Some((name, value)) = sizes.iter().find(|(_, v)| !(1..=MAX_SIZE).contains(v)) {
@@ -76,6 +82,12 @@ pub(crate) fn check_sizes(config_path: &Path, sizes: &[(&str, i64)], layers: usi
         return Err(EmbedError::InvalidFile {
             path: config_path.to_path_buf(),
             reason: format!("num_hidden_layers is {layers}; it must be between 1 and {MAX_LAYERS}"),
+        });
+    }
+    if heads < 1 || hidden % heads != 0 {
+        return Err(EmbedError::InvalidFile {
+            path: config_path.to_path_buf(),
+            reason: format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}"),
         });
     }
     Ok(())
@@ -274,6 +286,15 @@ mod tests {
                 "{kind:?} add"
             );
         }
+    }
+
+    #[test]
+    fn sizes_that_cannot_split_into_heads_are_refused() {
+        let path = Path::new("config.json");
+        let sizes = [("hidden_size", 384)];
+        assert!(check_sizes(path, &sizes, 6, (384, 12)).is_ok());
+        let err = check_sizes(path, &sizes, 6, (384, 5)).unwrap_err().to_string();
+        assert!(err.contains("not a multiple of num_attention_heads 5"), "{err}");
     }
 
     #[test]

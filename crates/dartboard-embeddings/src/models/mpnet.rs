@@ -83,20 +83,12 @@ impl MPNetModel {
                 ("relative_attention_num_buckets", c.relative_attention_num_buckets),
             ],
             c.num_hidden_layers,
+            (c.hidden_size, c.num_attention_heads),
         )?;
         if c.max_position_embeddings <= PADDING_IDX + 1 {
             return Err(EmbedError::InvalidFile {
                 path: config_path.to_path_buf(),
                 reason: "max_position_embeddings leaves no positions after the padding id".to_owned(),
-            });
-        }
-        if c.hidden_size % c.num_attention_heads != 0 {
-            return Err(EmbedError::InvalidFile {
-                path: config_path.to_path_buf(),
-                reason: format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    c.hidden_size, c.num_attention_heads
-                ),
             });
         }
         weights.detect_prefix("embeddings.word_embeddings.weight");
