@@ -12,7 +12,6 @@ OUT_DIR/NAME.json (texts, the cases run, and the embeddings sentence-transformer
 produced after loading the saved directory back).
 """
 
-import csv
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from transformers import (
     XLMRobertaConfig,
     XLMRobertaModel,
 )
+from stsb import sts_sentences
 from sentence_transformers import CrossEncoder, SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 from sentence_transformers.base.modules import Dense, Normalize, Transformer
@@ -50,18 +50,6 @@ EDGE_TEXTS = [
     "def f(x):\n    return x * 2  # code",
     " ".join(["Dartboard balances relevance and diversity."] * 40),
 ]
-
-
-def sts_sentences(path, n):
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            for s in (row[5], row[6]):
-                if s not in out:
-                    out.append(s)
-            if len(out) >= n:
-                return out[:n]
-    return out
 
 
 def bert_tokenizer(minilm_dir):

@@ -16,6 +16,7 @@ import numpy as np
 import sentence_transformers
 import torch
 from scipy.stats import spearmanr
+from stsb import sts_sentences
 from sentence_transformers import SentenceTransformer
 
 # Texts chosen to exercise the tokenizer and the pipeline's edges.
@@ -43,16 +44,6 @@ EXTRA_TEXTS = [
     "word " * 600,
 ]
 
-def sts_sentences(path, limit):
-    sentences = []
-    with open(path, encoding="utf-8") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            for s in (row[5], row[6]):
-                if s not in sentences:
-                    sentences.append(s)
-            if len(sentences) >= limit:
-                return sentences[:limit]
-    return sentences
 
 def sts_spearman(model, path):
     a, b, gold = [], [], []

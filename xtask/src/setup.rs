@@ -164,8 +164,8 @@ fn write_main_ref(store: &ModelStore, snapshot: &Path) -> Result<()> {
 
 /// Reference outputs of sentence-transformers: embeddings of the real default model,
 /// and the tiny random models of every architecture with their outputs. Each is
-/// regenerated when its script, the model or the data change (a fingerprint of the
-/// inputs is stored beside the output).
+/// regenerated when its script (or `stsb.py`, which both import), the model or the
+/// data change (a fingerprint of the inputs is stored beside the output).
 pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
     let out_dir = root().join("tests/fixtures/generated");
     generate(env, "st_reference.py", &out_dir.join("minilm_reference.json"), sts_dev)?;
@@ -175,9 +175,11 @@ pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
 fn generate(env: &SetupEnv, script: &str, out: &Path, sts_dev: &Path) -> Result<()> {
     let script = root().join("xtask/python").join(script);
     let stamp_path = out.with_extension("stamp");
+    // The script, the helper module both scripts import, the model and the data.
     let stamp = format!(
-        "{}\n{}\n{}\n",
+        "{}\n{}\n{}\n{}\n",
         dartboard_hub::sha256_file(&script)?,
+        dartboard_hub::sha256_file(&root().join("xtask/python/stsb.py"))?,
         env.model_dir.display(),
         dartboard_hub::sha256_file(sts_dev)?
     );
