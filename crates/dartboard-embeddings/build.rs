@@ -1,4 +1,4 @@
 fn main() {
     dartboard_build::link_libtorch();
-    dartboard_build::compile_cpp("cpp/onednn_linear.cpp", "dartboard_onednn");
+    dartboard_build::compile_cpp(&["cpp/onednn_linear.cpp", "cpp/attention.cpp"], "dartboard_cpp");
 }

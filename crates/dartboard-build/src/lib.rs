@@ -33,15 +33,19 @@ pub fn link_libtorch() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
 }
 
-/// Compiles `source`, a C++ file calling libtorch's C++ API, into a static library
+/// Compiles `sources`, C++ files calling libtorch's C++ API, into one static library
 /// linked into the calling crate, with the include paths and flags torch-sys uses
 /// for its own C++ (C++17, the CXX11 ABI libtorch 2.x wheels are built with).
 ///
 /// The headers are found as torch-sys finds them: `LIBTORCH_INCLUDE`, else beside
 /// libtorch's `lib/` (`DEP_TCH_LIBTORCH_LIB`, see [`link_libtorch`]); the ABI
 /// follows `LIBTORCH_CXX11_ABI` (default 1).
-pub fn compile_cpp(source: &str, lib_name: &str) {
-    println!("cargo:rerun-if-changed={source}");
+pub fn compile_cpp(sources: &[&str], lib_name: &str) {
+    // Each source's whole directory, so that headers beside it count too.
+    for source in sources {
+        let dir = std::path::Path::new(source).parent().unwrap_or(std::path::Path::new("."));
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
     for var in ["LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_CXX11_ABI"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -57,7 +61,7 @@ pub fn compile_cpp(source: &str, lib_name: &str) {
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()
         .cpp(true)
-        .file(source)
+        .files(sources)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -3,16 +3,15 @@
 // inductor compiler emits it for CPU linears). tch only binds `aten::` operators,
 // so this reaches it through the dispatcher, boxed, the way TorchScript would.
 //
-// Ownership follows tch's C API: tensors are `at::Tensor*`; the result is a new
-// `at::Tensor*` that the Rust side wraps with `Tensor::from_ptr` and frees.
+// Ownership follows tch's C API (see shim.h): tensors are `at::Tensor*`; the result
+// is a new `at::Tensor*` that the Rust side wraps with `Tensor::from_ptr` and frees.
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/ivalue.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <exception>
+#include "shim.h"
+
 #include <optional>
 #include <string>
 
@@ -30,7 +29,7 @@ extern "C" {
 char* dartboard_linear_pointwise(const at::Tensor* x, const at::Tensor* w, const at::Tensor* b,
                                  const at::Tensor* other, const char* attr, const char* algorithm,
                                  at::Tensor** out) {
-  try {
+  return dartboard::guarded(out, [&] {
     auto& dispatcher = c10::Dispatcher::singleton();
     torch::jit::Stack stack;
     if (other != nullptr) {
@@ -43,13 +42,8 @@ char* dartboard_linear_pointwise(const at::Tensor* x, const at::Tensor* w, const
       stack = {*x, *w, optional_tensor(b), std::string(attr), c10::List<std::optional<at::Scalar>>(), algo};
       op.callBoxed(&stack);
     }
-    *out = new at::Tensor(stack.at(0).toTensor());
-    return nullptr;
-  } catch (const std::exception& e) {
-    return strdup(e.what());
-  } catch (...) {
-    return strdup("unknown C++ exception");
-  }
+    return stack.at(0).toTensor();
+  });
 }
 
 }  // extern "C"

@@ -38,6 +38,7 @@ mod onednn;
 mod pickle;
 mod pipeline;
 pub mod pooling;
+mod shim;
 mod tokenize;
 mod weights;
 

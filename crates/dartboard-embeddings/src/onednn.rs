@@ -10,13 +10,14 @@
 //! - bf16 and f32: the bias, GELU and the residual add run in the product's
 //!   epilogue instead of as separate passes over the activations.
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CString};
 use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 use crate::models::Activation;
+use crate::shim::tensor_result;
 use crate::EmbedError;
 
 extern "C" {
@@ -67,32 +68,22 @@ pub(crate) fn linear(
     };
     let attr = CString::new(attr).expect("no NUL in a literal");
     let algorithm = algorithm.map(|a| CString::new(a).expect("no NUL in a literal"));
-    let mut out: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: every pointer is either null (optional arguments) or borrowed from a
-    // live tensor or CString for the duration of the call; the shim catches all
-    // C++ exceptions and, on success, hands over a fresh tensor we now own.
-    let error = unsafe {
-        dartboard_linear_pointwise(
-            xs.as_ptr(),
-            weight.as_ptr(),
-            bias.map_or(std::ptr::null(), Tensor::as_ptr),
-            other.map_or(std::ptr::null(), Tensor::as_ptr),
-            attr.as_ptr(),
-            algorithm.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
-            &mut out,
-        )
-    };
-    if !error.is_null() {
-        // SAFETY: a NUL-terminated string the shim allocated with malloc.
-        let message = unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned();
-        unsafe { libc::free(error.cast()) };
-        return Err(EmbedError::Torch(tch::TchError::Torch(message)));
+    // live tensor or CString for the duration of the call; the shim follows
+    // `shim`'s convention.
+    unsafe {
+        tensor_result("oneDNN linear", |out| {
+            dartboard_linear_pointwise(
+                xs.as_ptr(),
+                weight.as_ptr(),
+                bias.map_or(std::ptr::null(), Tensor::as_ptr),
+                other.map_or(std::ptr::null(), Tensor::as_ptr),
+                attr.as_ptr(),
+                algorithm.as_ref().map_or(std::ptr::null(), |a| a.as_ptr()),
+                out,
+            )
+        })
     }
-    if out.is_null() {
-        return Err(EmbedError::Torch(tch::TchError::Torch("oneDNN linear returned no tensor".into())));
-    }
-    // SAFETY: non-null, and owned by us from here on.
-    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// Probes once per precision whether the operator runs here: a libtorch built

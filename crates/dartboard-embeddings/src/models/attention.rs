@@ -1,30 +1,71 @@
 //! Multi-head attention for every architecture: the mask is prepared once per
-//! forward pass, and the kernel is picked from the sequence length and device.
+//! forward pass, and the kernel is picked from the device, the CPU and the
+//! sequence length.
 //!
-//! Why two kernels: libtorch's fused CPU attention
+//! Why three kernels: libtorch's fused CPU attention
 //! (`_scaled_dot_product_flash_attention_for_cpu`) works in blocks sized for long
-//! sequences. On the short texts that dominate retrieval workloads (STS-B sentences
-//! average 14 tokens) it spent about a quarter of sentence-transformers' bf16 time,
-//! 0.6–0.9 ms per call where two batched matrix products and a softmax take
-//! 0.2 ms. Past about 64 tokens the fused kernel wins again, and on CUDA it always
-//! does. The unfused path computes in f32 whatever the model's precision: scores
-//! rounded to bf16 before the softmax were ten times further from the exact result
-//! than the fused kernel, which accumulates in f32 too.
+//! sequences. On the batches an embedding model sees (32 texts of 8–256 tokens,
+//! heads of 32) it reached 48–111 GFLOP/s on the 2-core Zen 5 machine, where the
+//! model's linear layers reach ~900, and at 128 tokens it took as long as the
+//! layer's four matrix products. So on CPUs with AVX-512 attention runs in our own
+//! kernel (`cpp/attention.cpp`), and elsewhere, up to 64 tokens, as explicit aten
+//! operators; libtorch's fused kernel is left for CUDA, where it is fast, and for
+//! long sequences on CPUs without AVX-512. Both of ours compute in f32 whatever the
+//! model's precision: scores rounded to bf16 before the softmax were ten times
+//! further from the exact result than the fused kernel, which accumulates in f32 too.
+
+use std::ffi::c_char;
+use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
+use torch_sys::C_tensor;
 
+use crate::shim::tensor_result;
 use crate::EmbedError;
 
-/// Longest sequence that uses the unfused kernel on the CPU. Measured on a 2-core
-/// AVX-512 machine, batch 32, 12 heads of 32, f32: unfused 3.1 ms vs fused 3.9 ms
-/// at 64 tokens, but 11.5 ms vs 7.5 ms at 96, once the `[B, heads, T, T]` scores
-/// no longer fit in cache.
-const UNFUSED_MAX_SEQ: i64 = 64;
+extern "C" {
+    fn dartboard_attention_supported() -> bool;
+    fn dartboard_attention(
+        qkv: *const C_tensor,
+        key_bias: *const C_tensor,
+        head_bias: *const C_tensor,
+        heads: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+}
 
-/// The unfused kernel gives the softmax at least this many keys, padding with
+/// Longest sequence that uses the explicit aten kernel on a CPU without AVX-512.
+/// Measured on a 2-core AVX-512 machine, batch 32, 12 heads of 32, f32: explicit
+/// 3.1 ms vs fused 3.9 ms at 64 tokens, but 11.5 ms vs 7.5 ms at 96, once the
+/// `[B, heads, T, T]` scores no longer fit in cache.
+const EXPLICIT_MAX_SEQ: i64 = 64;
+
+/// The explicit kernel gives the softmax at least this many keys, padding with
 /// masked zeros. libtorch's CPU softmax over a last dimension shorter than 16 takes
 /// a slow path: 490 µs for `[32, 12, 14, 14]` against 48 µs at 16 keys.
-const UNFUSED_MIN_KEYS: i64 = 16;
+const EXPLICIT_MIN_KEYS: i64 = 16;
+
+/// Which kernel computes attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// libtorch's `scaled_dot_product_attention`.
+    Fused,
+    /// `softmax(q kᵀ / √d + mask) v` as aten operators, in f32.
+    Explicit,
+    /// Ours, `cpp/attention.cpp`: the same in f32, one (text, head) at a time.
+    Cpu,
+}
+
+impl Kernel {
+    fn for_mask(attention_mask: &Tensor) -> Kernel {
+        let seq = attention_mask.size().last().copied().unwrap_or(0);
+        match attention_mask.device() {
+            Device::Cpu if cpu_kernel_available() => Kernel::Cpu,
+            Device::Cpu if seq <= EXPLICIT_MAX_SEQ => Kernel::Explicit,
+            _ => Kernel::Fused,
+        }
+    }
+}
 
 /// The keys each query may see, plus any additive bias, ready for one kernel.
 pub(crate) enum AttentionMask {
@@ -33,34 +74,41 @@ pub(crate) enum AttentionMask {
     Fused(Tensor),
     /// Explicit `softmax(q kᵀ / √d + mask) v` in f32, with this additive f32 mask
     /// broadcastable to `[B, heads, T, K]`, where `K ≥ T` counts the keys after
-    /// padding to [`UNFUSED_MIN_KEYS`].
-    Unfused(Tensor),
+    /// padding to [`EXPLICIT_MIN_KEYS`].
+    Explicit(Tensor),
+    /// Our CPU kernel, with an additive f32 bias per key (`[B, T]`: 0, or the
+    /// lowest f32 for padding) and optionally per head (`[heads, T, T]`, f32).
+    Cpu { keys: Tensor, heads: Option<Tensor> },
 }
 
 impl AttentionMask {
     /// Padding only: `attention_mask` is the `[B, T]` 0/1 tensor from the tokenizer.
     pub(crate) fn padding(attention_mask: &Tensor) -> Result<Self, EmbedError> {
-        Self::build(attention_mask, None, use_unfused(attention_mask))
+        Self::build(attention_mask, None, Kernel::for_mask(attention_mask))
     }
 
     /// Padding plus a per-head bias `[1, heads, T, T]` in the compute precision
     /// (MPNet's relative positions).
     pub(crate) fn padding_and_bias(attention_mask: &Tensor, bias: &Tensor) -> Result<Self, EmbedError> {
-        Self::build(attention_mask, Some(bias), use_unfused(attention_mask))
+        Self::build(attention_mask, Some(bias), Kernel::for_mask(attention_mask))
     }
 
-    fn build(attention_mask: &Tensor, bias: Option<&Tensor>, unfused: bool) -> Result<Self, EmbedError> {
+    fn build(attention_mask: &Tensor, bias: Option<&Tensor>, kernel: Kernel) -> Result<Self, EmbedError> {
         let (batch, seq) = attention_mask.size2()?;
         let keep = attention_mask.f_ne(0)?.f_view([batch, 1, 1, seq])?;
-        let extra_keys = (UNFUSED_MIN_KEYS - seq).max(0);
-        match (unfused, bias) {
-            (true, None) => Ok(AttentionMask::Unfused(additive(&keep, extra_keys)?)),
-            (true, Some(bias)) => {
+        let extra_keys = (EXPLICIT_MIN_KEYS - seq).max(0);
+        match (kernel, bias) {
+            (Kernel::Cpu, _) => Ok(AttentionMask::Cpu {
+                keys: additive(&keep, 0)?.f_view([batch, seq])?,
+                heads: bias.map(|b| b.f_to_kind(Kind::Float)?.f_contiguous()).transpose()?,
+            }),
+            (Kernel::Explicit, None) => Ok(AttentionMask::Explicit(additive(&keep, extra_keys)?)),
+            (Kernel::Explicit, Some(bias)) => {
                 let bias = bias.f_to_kind(Kind::Float)?.f_constant_pad_nd([0, extra_keys])?;
-                Ok(AttentionMask::Unfused(additive(&keep, extra_keys)?.f_add(&bias)?))
+                Ok(AttentionMask::Explicit(additive(&keep, extra_keys)?.f_add(&bias)?))
             }
-            (false, None) => Ok(AttentionMask::Fused(keep)),
-            (false, Some(bias)) => {
+            (Kernel::Fused, None) => Ok(AttentionMask::Fused(keep)),
+            (Kernel::Fused, Some(bias)) => {
                 let kind = bias.kind();
                 let padding = keep.f_logical_not()?.f_to_kind(kind)?.f_mul_scalar(min_value(kind))?;
                 Ok(AttentionMask::Fused(bias.f_add(&padding)?))
@@ -72,6 +120,20 @@ impl AttentionMask {
     /// and values side by side, split into `heads` heads. Returns `[B, T, hidden]`
     /// in the precision of `qkv`.
     pub(crate) fn attend(&self, qkv: &Tensor, heads: i64) -> Result<Tensor, EmbedError> {
+        if let AttentionMask::Cpu { keys, heads: head_bias } = self {
+            // SAFETY: the tensors outlive the call, and the shim follows `shim`'s convention.
+            return unsafe {
+                tensor_result("attention kernel", |out| {
+                    dartboard_attention(
+                        qkv.as_ptr(),
+                        keys.as_ptr(),
+                        head_bias.as_ref().map_or(std::ptr::null(), Tensor::as_ptr),
+                        heads,
+                        out,
+                    )
+                })
+            };
+        }
         let (batch, seq, width) = qkv.size3()?;
         let (hidden, kind, device) = (width / 3, qkv.kind(), qkv.device());
         let head_dim = hidden / heads;
@@ -82,7 +144,7 @@ impl AttentionMask {
                 let (q, k, v) = (split.f_get(0)?, split.f_get(1)?, split.f_get(2)?);
                 Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
             }
-            AttentionMask::Unfused(mask) => {
+            AttentionMask::Explicit(mask) => {
                 // One pass converts to f32 and lays each head out contiguously, so
                 // neither product below has to copy its operands again. Padding keys
                 // past `seq` are zeros, which the mask then hides.
@@ -97,6 +159,7 @@ impl AttentionMask {
                 let mut scores = q.f_matmul(&k.f_transpose(-1, -2)?)?.f_mul_scalar(1.0 / (head_dim as f64).sqrt())?;
                 scores.f_add_(mask)?.f_softmax(-1, Kind::Float)?.f_matmul(&v)?
             }
+            AttentionMask::Cpu { .. } => unreachable!("handled above"),
         };
         // Back to [B, T, hidden] in the model's precision, again in one pass.
         let mut out = Tensor::f_empty([batch, seq, heads, head_dim], (kind, device))?;
@@ -105,8 +168,11 @@ impl AttentionMask {
     }
 }
 
-fn use_unfused(attention_mask: &Tensor) -> bool {
-    attention_mask.device() == Device::Cpu && attention_mask.size().last().is_some_and(|&t| t <= UNFUSED_MAX_SEQ)
+/// Whether this CPU runs `cpp/attention.cpp` (it needs AVX-512 F, BW and VL).
+fn cpu_kernel_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    // SAFETY: a pure query of the CPU's features.
+    *AVAILABLE.get_or_init(|| unsafe { dartboard_attention_supported() })
 }
 
 /// `0` where a key may be seen, the most negative f32 where it is padding (finite,
@@ -132,43 +198,136 @@ fn min_value(kind: Kind) -> f64 {
 mod tests {
     use super::*;
 
-    /// Both kernels on the same inputs: 3 texts of 5, 3 and 1 tokens, 2 heads of 4.
-    fn both(kind: Kind, with_bias: bool) -> (Tensor, Tensor) {
+    const ALL: [Kernel; 3] = [Kernel::Fused, Kernel::Explicit, Kernel::Cpu];
+
+    /// The kernels this machine can run: ours needs AVX-512.
+    fn runnable() -> Vec<Kernel> {
+        if !cpu_kernel_available() {
+            eprintln!("skipping the CPU attention kernel: this CPU lacks AVX-512");
+        }
+        ALL.into_iter().filter(|&k| k != Kernel::Cpu || cpu_kernel_available()).collect()
+    }
+
+    /// `heads` heads of `dim` over texts with the given token counts, padded to the
+    /// longest; queries, keys and values random, padding positions included.
+    struct Case {
+        mask: Tensor,
+        qkv: Tensor,
+        bias: Tensor,
+        heads: i64,
+    }
+
+    fn case(lengths: &[i64], heads: i64, dim: i64, kind: Kind) -> Case {
         tch::manual_seed(7);
-        let (b, h, t, d) = (3, 2, 5, 4);
-        let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0]).view([b, t]);
-        let qkv = Tensor::randn([b, t, 3 * h * d], (Kind::Float, Device::Cpu)).to_kind(kind);
-        let bias = Tensor::randn([1, h, t, t], (Kind::Float, Device::Cpu)).to_kind(kind);
-        let bias = with_bias.then_some(&bias);
-        let run = |unfused| {
-            let m = AttentionMask::build(&mask, bias, unfused).unwrap();
-            assert_eq!(matches!(m, AttentionMask::Unfused(_)), unfused);
-            m.attend(&qkv, h).unwrap()
-        };
-        (run(false), run(true))
+        let seq = *lengths.iter().max().unwrap();
+        let rows: Vec<i64> = lengths.iter().flat_map(|&n| (0..seq).map(move |t| i64::from(t < n))).collect();
+        let mask = Tensor::from_slice(&rows).view([lengths.len() as i64, seq]);
+        let qkv = Tensor::randn([lengths.len() as i64, seq, 3 * heads * dim], (Kind::Float, Device::Cpu));
+        let bias = Tensor::randn([1, heads, seq, seq], (Kind::Float, Device::Cpu)).to_kind(kind);
+        Case { mask, qkv: qkv.to_kind(kind), bias, heads }
+    }
+
+    fn run(c: &Case, kernel: Kernel, with_bias: bool) -> Tensor {
+        let m = AttentionMask::build(&c.mask, with_bias.then_some(&c.bias), kernel).unwrap();
+        let out = m.attend(&c.qkv, c.heads).unwrap();
+        assert_eq!(out.size(), [c.qkv.size()[0], c.qkv.size()[1], c.qkv.size()[2] / 3]);
+        assert_eq!(out.kind(), c.qkv.kind());
+        out
+    }
+
+    /// softmax(q kᵀ / √d + mask + bias) v in f64, written out in full.
+    fn reference(c: &Case, with_bias: bool) -> Tensor {
+        let (b, t, w) = c.qkv.size3().unwrap();
+        let d = w / 3 / c.heads;
+        let x = c.qkv.to_kind(Kind::Double).view([b, t, 3, c.heads, d]).permute([2, 0, 3, 1, 4]);
+        let scores = x.get(0).matmul(&x.get(1).transpose(-1, -2)) / (d as f64).sqrt();
+        let padding = c.mask.eq(0).view([b, 1, 1, t]).to_kind(Kind::Double) * f64::from(f32::MIN);
+        let mut scores = scores + padding;
+        if with_bias {
+            scores += c.bias.to_kind(Kind::Double);
+        }
+        scores.softmax(-1, Kind::Double).matmul(&x.get(2)).transpose(1, 2).reshape([b, t, w / 3])
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        a.to_kind(Kind::Float).f_sub(&b.to_kind(Kind::Float)).unwrap().abs().max().double_value(&[])
+        a.to_kind(Kind::Double).f_sub(&b.to_kind(Kind::Double)).unwrap().abs().max().double_value(&[])
     }
 
+    /// Token counts and head shapes that reach every branch of the CPU kernel:
+    /// one key vector and several key tiles, query tails of 1–3, head dims below,
+    /// at and above 16, not a multiple of 16, and above 128 (done in slices).
+    const SHAPES: [(&[i64], i64, i64); 6] = [
+        (&[5, 3, 1], 2, 4),
+        (&[1], 1, 16),
+        (&[17, 9], 3, 20),
+        (&[70, 64, 33], 2, 32),
+        (&[130, 7], 1, 64),
+        (&[6, 2], 1, 144),
+    ];
+
     #[test]
-    fn kernels_agree_in_f32() {
-        for with_bias in [false, true] {
-            let (fused, unfused) = both(Kind::Float, with_bias);
-            assert_eq!(unfused.size(), fused.size());
-            assert_eq!(unfused.kind(), Kind::Float);
-            assert!(max_diff(&fused, &unfused) < 1e-5, "bias {with_bias}: {}", max_diff(&fused, &unfused));
+    fn kernels_match_the_exact_result_in_f32() {
+        for (lengths, heads, dim) in SHAPES {
+            let c = case(lengths, heads, dim, Kind::Float);
+            for with_bias in [false, true] {
+                let exact = reference(&c, with_bias);
+                for kernel in runnable() {
+                    let diff = max_diff(&run(&c, kernel, with_bias), &exact);
+                    assert!(diff < 1e-5, "{kernel:?} {lengths:?}×{heads}×{dim} bias {with_bias}: {diff}");
+                }
+            }
         }
     }
 
     #[test]
-    fn kernels_agree_in_bf16_to_its_rounding() {
+    fn kernels_agree_in_half_precision_to_its_rounding() {
+        // bf16 keeps 8 significant bits, f16 11. Ours and the explicit kernel both
+        // compute in f32 and round once, so they differ by at most one unit in the
+        // last place; the fused kernel also rounds its probabilities.
+        for (kind, ulp) in [(Kind::BFloat16, 2f64.powi(-7)), (Kind::Half, 2f64.powi(-10))] {
+            for (lengths, heads, dim) in SHAPES {
+                let c = case(lengths, heads, dim, kind);
+                for with_bias in [false, true] {
+                    let explicit = run(&c, Kernel::Explicit, with_bias).to_kind(Kind::Double);
+                    let exact = reference(&c, with_bias);
+                    for kernel in runnable() {
+                        let out = run(&c, kernel, with_bias).to_kind(Kind::Double);
+                        let diff = max_diff(&out, &exact);
+                        assert!(diff < 2e-2, "{kernel:?} {kind:?} {lengths:?} bias {with_bias}: {diff} from exact");
+                        if kernel == Kernel::Cpu {
+                            // Within one ulp everywhere, and equal almost everywhere:
+                            // the f32 results differ only in their last bits, so the
+                            // same rounding (to nearest even) must give the same value
+                            // except at rare ties; truncating would differ at half.
+                            let gap = (&out - &explicit).abs();
+                            let excess = (&gap - explicit.abs() * ulp).max().double_value(&[]);
+                            assert!(
+                                excess <= 1e-6,
+                                "{kind:?} {lengths:?} bias {with_bias}: beyond one ulp by {excess}"
+                            );
+                            let differing = gap.gt(0.0).sum(Kind::Int64).int64_value(&[]) as f64;
+                            let share = differing / gap.numel() as f64;
+                            assert!(share < 0.02, "{kind:?} {lengths:?} bias {with_bias}: {share} of values differ");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn padding_anywhere_is_masked() {
+        // Tokenizers pad on the right, but a mask with holes (left padding, or a
+        // caller's own mask) must hide exactly the positions it marks.
+        let c = case(&[6, 6, 6], 2, 32, Kind::Float);
+        let rows = [[0i64, 0, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 0, 1]];
+        let c = Case { mask: Tensor::from_slice(rows.as_flattened()).view([3, 6]), ..c };
         for with_bias in [false, true] {
-            let (fused, unfused) = both(Kind::BFloat16, with_bias);
-            assert_eq!(unfused.kind(), Kind::BFloat16);
-            // Both accumulate in f32 and round once to bf16 (8 significant bits).
-            assert!(max_diff(&fused, &unfused) < 2e-2, "bias {with_bias}: {}", max_diff(&fused, &unfused));
+            let exact = reference(&c, with_bias);
+            for kernel in runnable() {
+                let diff = max_diff(&run(&c, kernel, with_bias), &exact);
+                assert!(diff < 1e-5, "{kernel:?} bias {with_bias}: {diff}");
+            }
         }
     }
 
@@ -176,32 +335,39 @@ mod tests {
     fn padding_keys_are_ignored() {
         // The third text has one real token: its output must be that token's value,
         // whatever the padding positions hold.
-        let (fused, unfused) = both(Kind::Float, false);
-        for out in [fused, unfused] {
-            let row = out.get(2); // [T, hidden]
+        let c = case(&[5, 3, 1], 2, 4, Kind::Float);
+        for kernel in runnable() {
+            let row = run(&c, kernel, false).get(2); // [T, hidden]
             let first = row.get(0).unsqueeze(0).expand_as(&row);
-            assert!(max_diff(&row, &first) < 1e-6);
+            assert!(max_diff(&row, &first) < 1e-6, "{kernel:?}");
         }
     }
 
     #[test]
-    fn a_text_without_tokens_averages_its_padding_not_the_extra_keys() {
+    fn a_text_without_tokens_averages_its_padding() {
         // transformers' additive mask gives an all-padding row uniform weights over
-        // its real positions; the keys added to reach 16 must not dilute that.
+        // its positions; neither the explicit kernel's extra keys nor the CPU
+        // kernel's skipping of trailing padding may change that.
         let (b, h, t, d) = (1, 1, 3, 2);
-        let mask = AttentionMask::build(&Tensor::zeros([b, t], (Kind::Int64, Device::Cpu)), None, true).unwrap();
         let qkv = Tensor::randn([b, t, 3 * h * d], (Kind::Float, Device::Cpu));
-        let out = mask.attend(&qkv, h).unwrap(); // [1, 3, 2]
         let values = qkv.narrow(2, 2 * h * d, h * d); // [1, 3, 2]
-        let mean = values.mean_dim(1, true, Kind::Float).expand_as(&out);
-        assert!(max_diff(&out, &mean) < 1e-6, "{}", max_diff(&out, &mean));
+        for kernel in runnable().into_iter().filter(|&k| k != Kernel::Fused) {
+            let mask = AttentionMask::build(&Tensor::zeros([b, t], (Kind::Int64, Device::Cpu)), None, kernel).unwrap();
+            let out = mask.attend(&qkv, h).unwrap(); // [1, 3, 2]
+            let mean = values.mean_dim(1, true, Kind::Float).expand_as(&out);
+            assert!(max_diff(&out, &mean) < 1e-6, "{kernel:?}: {}", max_diff(&out, &mean));
+        }
     }
 
     #[test]
-    fn short_cpu_sequences_take_the_unfused_kernel() {
-        let short = Tensor::ones([2, UNFUSED_MAX_SEQ], (Kind::Int64, Device::Cpu));
-        let long = Tensor::ones([2, UNFUSED_MAX_SEQ + 1], (Kind::Int64, Device::Cpu));
-        assert!(matches!(AttentionMask::padding(&short).unwrap(), AttentionMask::Unfused(_)));
-        assert!(matches!(AttentionMask::padding(&long).unwrap(), AttentionMask::Fused(_)));
+    fn the_kernel_follows_the_cpu_and_the_length() {
+        let short = Tensor::ones([2, EXPLICIT_MAX_SEQ], (Kind::Int64, Device::Cpu));
+        let long = Tensor::ones([2, EXPLICIT_MAX_SEQ + 1], (Kind::Int64, Device::Cpu));
+        let (short, long) = (Kernel::for_mask(&short), Kernel::for_mask(&long));
+        if cpu_kernel_available() {
+            assert_eq!((short, long), (Kernel::Cpu, Kernel::Cpu));
+        } else {
+            assert_eq!((short, long), (Kernel::Explicit, Kernel::Fused));
+        }
     }
 }
