@@ -66,8 +66,13 @@ pub fn compile_cpp(sources: &[&str], lib_name: &str) {
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        // `at::parallel_for` is a header template: without OpenMP its
+        // `#pragma omp parallel` is ignored and the loop runs on one thread.
+        .flag("-fopenmp")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         // libtorch's headers use a few C++20 extensions GCC warns about under C++17.
         .cargo_warnings(false)
         .compile(lib_name);
+    // libgomp itself is the one libtorch loads (same soname, found through the rpath).
+    println!("cargo:rustc-link-lib=gomp");
 }
