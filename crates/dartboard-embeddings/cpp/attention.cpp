@@ -21,16 +21,14 @@
 // transformers' uniform average.
 //
 // Requires AVX-512 F/BW/VL (every AVX-512 CPU since Skylake-SP and Zen 4);
-// `dartboard_attention_supported` says whether this CPU has it, and the Rust side
+// `dartboard_cpu_kernels_supported` says whether this CPU has it, and the Rust side
 // falls back to aten otherwise.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <immintrin.h>
 
+#include "avx512.h"
 #include "shim.h"
 
 #include <algorithm>
@@ -38,10 +36,11 @@
 #include <limits>
 #include <vector>
 
-#define DARTBOARD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-
-
 namespace {
+
+using dartboard::Io;
+using dartboard::lanes;
+using dartboard::round16;
 
 // Queries per register tile: 4 queries × 4 vectors of 16 keys is 16 accumulators
 // in the score product, leaving registers for the operands.
@@ -50,50 +49,6 @@ constexpr int kKeyVectors = 4;
 // Dimension vectors (of 16) the value product keeps in registers at once; wider
 // heads are done in slices.
 constexpr int kMaxDimVectors = 8;
-
-template <typename T>
-struct Io;
-
-template <>
-struct Io<float> {
-  DARTBOARD_AVX512 static __m512 load(const float* p, __mmask16 m) {
-    return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
-  }
-  DARTBOARD_AVX512 static void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
-};
-
-template <>
-struct Io<c10::BFloat16> {
-  DARTBOARD_AVX512 static __m512 load(const c10::BFloat16* p, __mmask16 m) {
-    __m256i raw = m == 0xffff ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskz_loadu_epi16(m, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-  }
-  // Round to nearest even, as c10::BFloat16 does; a NaN stays a quiet NaN.
-  DARTBOARD_AVX512 static void store(c10::BFloat16* p, __m512 v, __mmask16 m) {
-    __m512i bits = _mm512_castps_si512(v);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    rounded = _mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7fc0));
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(rounded));
-  }
-};
-
-template <>
-struct Io<c10::Half> {
-  DARTBOARD_AVX512 static __m512 load(const c10::Half* p, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-  }
-  DARTBOARD_AVX512 static void store(c10::Half* p, __m512 v, __mmask16 m) {
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-};
-
-// Lanes [0, n) of a 16-lane vector starting at `from`, for a row of length `len`.
-inline __mmask16 lanes(int64_t from, int64_t len) {
-  int64_t n = std::clamp<int64_t>(len - from, 0, 16);
-  return static_cast<__mmask16>((1u << n) - 1u);
-}
 
 // e^x for x ≤ 0 (softmax arguments after subtracting the row maximum), within
 // 2 ulp: x = n·ln2 + r with |r| ≤ ln2/2, a degree-7 polynomial for e^r (Cephes'
@@ -116,8 +71,6 @@ DARTBOARD_AVX512 inline __m512 exp_nonpositive(__m512 x) {
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, n));
 }
-
-inline int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 struct Problem {
   int64_t batch, seq, heads, dim;
@@ -439,12 +392,9 @@ void attend(const at::Tensor& qkv, at::Tensor& out, const Problem& pr) {
 
 extern "C" {
 
-// Whether this CPU can run `dartboard_attention`.
-bool dartboard_attention_supported() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl");
-}
+// Whether this CPU can run the kernels in this directory (this file's attention
+// and layer_norm.cpp's).
+bool dartboard_cpu_kernels_supported() { return dartboard::avx512_supported(); }
 
 // `qkv`: [B, T, 3·heads·head_dim] (queries, keys, values side by side), f32, bf16
 // or f16, on the CPU. `key_bias`: [B, T] f32, added to every query's score for
@@ -455,7 +405,7 @@ bool dartboard_attention_supported() {
 char* dartboard_attention(const at::Tensor* qkv, const at::Tensor* key_bias, const at::Tensor* head_bias, int64_t heads,
                           at::Tensor** out) {
   return dartboard::guarded(out, [&] {
-    TORCH_CHECK(dartboard_attention_supported(), "this CPU lacks AVX-512 (F, BW, VL)");
+    TORCH_CHECK(dartboard::avx512_supported(), "this CPU lacks AVX-512 (F, BW, VL)");
     TORCH_CHECK(qkv->device().is_cpu() && qkv->dim() == 3, "qkv must be a [B, T, 3·hidden] CPU tensor");
     TORCH_CHECK(heads > 0 && qkv->size(2) % (3 * heads) == 0, "qkv width ", qkv->size(2), " is not 3 × ", heads,
                 " heads");

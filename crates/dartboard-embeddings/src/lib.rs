@@ -33,6 +33,7 @@ mod embedder;
 mod embeddings;
 mod encoder;
 mod error;
+mod kernels;
 pub mod models;
 mod onednn;
 mod pickle;

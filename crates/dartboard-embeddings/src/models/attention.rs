@@ -14,25 +14,9 @@
 //! model's precision: scores rounded to bf16 before the softmax were ten times
 //! further from the exact result than the fused kernel, which accumulates in f32 too.
 
-use std::ffi::c_char;
-use std::sync::OnceLock;
-
 use tch::{Device, Kind, Tensor};
-use torch_sys::C_tensor;
 
-use crate::shim::tensor_result;
-use crate::EmbedError;
-
-extern "C" {
-    fn dartboard_attention_supported() -> bool;
-    fn dartboard_attention(
-        qkv: *const C_tensor,
-        key_bias: *const C_tensor,
-        head_bias: *const C_tensor,
-        heads: i64,
-        out: *mut *mut C_tensor,
-    ) -> *mut c_char;
-}
+use crate::{kernels, EmbedError};
 
 /// Longest sequence that uses the explicit aten kernel on a CPU without AVX-512.
 /// Measured on a 2-core AVX-512 machine, batch 32, 12 heads of 32, f32: explicit
@@ -60,7 +44,7 @@ impl Kernel {
     fn for_mask(attention_mask: &Tensor) -> Kernel {
         let seq = attention_mask.size().last().copied().unwrap_or(0);
         match attention_mask.device() {
-            Device::Cpu if cpu_kernel_available() => Kernel::Cpu,
+            Device::Cpu if kernels::available() => Kernel::Cpu,
             Device::Cpu if seq <= EXPLICIT_MAX_SEQ => Kernel::Explicit,
             _ => Kernel::Fused,
         }
@@ -121,18 +105,7 @@ impl AttentionMask {
     /// in the precision of `qkv`.
     pub(crate) fn attend(&self, qkv: &Tensor, heads: i64) -> Result<Tensor, EmbedError> {
         if let AttentionMask::Cpu { keys, heads: head_bias } = self {
-            // SAFETY: the tensors outlive the call, and the shim follows `shim`'s convention.
-            return unsafe {
-                tensor_result("attention kernel", |out| {
-                    dartboard_attention(
-                        qkv.as_ptr(),
-                        keys.as_ptr(),
-                        head_bias.as_ref().map_or(std::ptr::null(), Tensor::as_ptr),
-                        heads,
-                        out,
-                    )
-                })
-            };
+            return kernels::attention(qkv, keys, head_bias.as_ref(), heads);
         }
         let (batch, seq, width) = qkv.size3()?;
         let (hidden, kind, device) = (width / 3, qkv.kind(), qkv.device());
@@ -168,13 +141,6 @@ impl AttentionMask {
     }
 }
 
-/// Whether this CPU runs `cpp/attention.cpp` (it needs AVX-512 F, BW and VL).
-fn cpu_kernel_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    // SAFETY: a pure query of the CPU's features.
-    *AVAILABLE.get_or_init(|| unsafe { dartboard_attention_supported() })
-}
-
 /// `0` where a key may be seen, the most negative f32 where it is padding (finite,
 /// as in transformers, so a text with no tokens at all averages its padding
 /// instead of producing NaN), and `-inf` on the `extra` keys appended after the
@@ -202,10 +168,10 @@ mod tests {
 
     /// The kernels this machine can run: ours needs AVX-512.
     fn runnable() -> Vec<Kernel> {
-        if !cpu_kernel_available() {
+        if !kernels::available() {
             eprintln!("skipping the CPU attention kernel: this CPU lacks AVX-512");
         }
-        ALL.into_iter().filter(|&k| k != Kernel::Cpu || cpu_kernel_available()).collect()
+        ALL.into_iter().filter(|&k| k != Kernel::Cpu || kernels::available()).collect()
     }
 
     /// `heads` heads of `dim` over texts with the given token counts, padded to the
@@ -364,7 +330,7 @@ mod tests {
         let short = Tensor::ones([2, EXPLICIT_MAX_SEQ], (Kind::Int64, Device::Cpu));
         let long = Tensor::ones([2, EXPLICIT_MAX_SEQ + 1], (Kind::Int64, Device::Cpu));
         let (short, long) = (Kernel::for_mask(&short), Kernel::for_mask(&long));
-        if cpu_kernel_available() {
+        if kernels::available() {
             assert_eq!((short, long), (Kernel::Cpu, Kernel::Cpu));
         } else {
             assert_eq!((short, long), (Kernel::Explicit, Kernel::Fused));

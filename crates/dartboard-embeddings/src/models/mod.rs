@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use crate::onednn::{self, Epilogue};
 use crate::pipeline::read_json;
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder};
+use crate::{kernels, EmbedError, Encoder};
 
 pub(crate) use attention::AttentionMask;
 
@@ -227,8 +227,15 @@ impl LayerNorm {
         LayerNorm { weight: w.get("weight", &[size]), bias: w.get("bias", &[size]), eps, size }
     }
 
-    /// Applies the layer.
+    /// Applies the layer: our kernel on AVX-512 CPUs, else aten's.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, EmbedError> {
+        if kernels::supports(xs) {
+            return kernels::layer_norm(xs, &self.weight, &self.bias, self.eps);
+        }
+        self.forward_aten(xs)
+    }
+
+    fn forward_aten(&self, xs: &Tensor) -> Result<Tensor, EmbedError> {
         Ok(xs.f_layer_norm([self.size], Some(&self.weight), Some(&self.bias), self.eps, true)?)
     }
 }
@@ -240,6 +247,46 @@ mod tests {
     fn close(a: &Tensor, b: &Tensor) -> f64 {
         let diff = a.f_sub(b).unwrap().abs().max().double_value(&[]);
         diff / b.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn layer_norm_kernel_matches_aten() {
+        if !kernels::available() {
+            eprintln!("skipping: this CPU lacks AVX-512, so LayerNorm is aten's");
+            return;
+        }
+        tch::manual_seed(5);
+        // (precision, one unit in the last place relative to the value)
+        for (kind, ulp) in
+            [(Kind::Float, 2f64.powi(-23)), (Kind::BFloat16, 2f64.powi(-7)), (Kind::Half, 2f64.powi(-10))]
+        {
+            for size in [5i64, 16, 384, 1000] {
+                let options = (Kind::Float, Device::Cpu);
+                let norm = LayerNorm {
+                    weight: Tensor::randn([size], options).to_kind(kind),
+                    bias: Tensor::randn([size], options).to_kind(kind),
+                    eps: 1e-12,
+                    size,
+                };
+                // An offset mean and a spread, as hidden states have.
+                let xs = (Tensor::randn([3, 7, size], options) * 4.0 + 3.0).to_kind(kind);
+                let ours = norm.forward(&xs).unwrap();
+                let theirs = norm.forward_aten(&xs).unwrap();
+                assert_eq!((ours.size(), ours.kind()), (theirs.size(), theirs.kind()));
+                let (ours, theirs) = (ours.to_kind(Kind::Double), theirs.to_kind(Kind::Double));
+                let gap = (&ours - &theirs).abs();
+                // Both compute in f32 and round once: a few ulp apart in f32 (the
+                // order of the sums differs), at most one in bf16 and f16, and equal
+                // almost everywhere there.
+                let ulps = if kind == Kind::Float { 64.0 } else { 1.0 };
+                let excess = (&gap - theirs.abs() * ulp * ulps).max().double_value(&[]);
+                assert!(excess <= 1e-6, "{kind:?} n={size}: beyond tolerance by {excess}");
+                if kind != Kind::Float {
+                    let share = gap.gt(0.0).sum(Kind::Int64).int64_value(&[]) as f64 / gap.numel() as f64;
+                    assert!(share < 0.05, "{kind:?} n={size}: {share} of values differ");
+                }
+            }
+        }
     }
 
     #[test]
