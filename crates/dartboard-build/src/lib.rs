@@ -59,20 +59,30 @@ pub fn compile_cpp(sources: &[&str], lib_name: &str) {
     let include =
         root.expect("none of LIBTORCH_INCLUDE, DEP_TCH_LIBTORCH_LIB, LIBTORCH names libtorch").join("include");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .files(sources)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        // `at::parallel_for` is a header template: without OpenMP its
-        // `#pragma omp parallel` is ignored and the loop runs on one thread.
-        .flag("-fopenmp")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         // libtorch's headers use a few C++20 extensions GCC warns about under C++17.
-        .cargo_warnings(false)
-        .compile(lib_name);
-    // libgomp itself is the one libtorch loads (same soname, found through the rpath).
-    println!("cargo:rustc-link-lib=gomp");
+        .cargo_warnings(false);
+    // `at::parallel_for` is a header template: without OpenMP its `#pragma omp
+    // parallel` is ignored and the loop runs on one thread. libtorch's Linux wheels
+    // use GCC's libgomp, whose entry points only GCC emits (clang's OpenMP calls
+    // LLVM's runtime), so other compilers build a correct, single-threaded shim.
+    let gnu = build.get_compiler().is_like_gnu();
+    if gnu {
+        build.flag("-fopenmp");
+    } else {
+        println!("cargo:warning=not GCC: dartboard's CPU kernels will run on one thread (set CXX=g++ for all)");
+    }
+    build.compile(lib_name);
+    if gnu {
+        // libgomp itself is the one libtorch loads (same soname, found through the rpath).
+        println!("cargo:rustc-link-lib=gomp");
+    }
 }

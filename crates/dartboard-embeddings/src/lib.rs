@@ -12,6 +12,9 @@
 //! - [`Encoder`] is the trait every architecture implements ([`models`] has one file
 //!   per architecture); [`pooling`] is shared and never knows which one ran.
 //! - [`EmbedError`] names the file and the fix for everything that can go wrong.
+//! - On the CPU, linear layers run libtorch's oneDNN kernels, and attention and
+//!   LayerNorm our own AVX-512 kernels (`cpp/`), each with an aten fallback; why,
+//!   with measurements, is in `docs/benchmarks.md`.
 //!
 //! ```no_run
 //! use dartboard_config::{EmbeddingConfig, Overrides};
