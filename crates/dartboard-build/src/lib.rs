@@ -82,7 +82,32 @@ pub fn compile_cpp(sources: &[&str], lib_name: &str) {
     }
     build.compile(lib_name);
     if gnu {
-        // libgomp itself is the one libtorch loads (same soname, found through the rpath).
-        println!("cargo:rustc-link-lib=gomp");
+        link_libtorch_openmp();
+    }
+}
+
+/// Links the OpenMP runtime libtorch itself loads, so that one thread pool (sized by
+/// `at::set_num_threads`) serves libtorch and our kernels alike: the copy in
+/// libtorch's `lib/` when it ships one (`libgomp.so.1` in the 2.x wheels; older
+/// wheels renamed theirs with a hash), by its exact file name; else the system's.
+fn link_libtorch_openmp() {
+    let lib_dir = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LIBTORCH").map(|root| PathBuf::from(root).join("lib")));
+    let bundled = lib_dir.as_ref().and_then(|dir| {
+        let entries = std::fs::read_dir(dir).ok()?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("libgomp") && name.contains(".so"))
+            .collect();
+        names.sort();
+        names.into_iter().next()
+    });
+    match (lib_dir, bundled) {
+        (Some(dir), Some(name)) => {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-lib=dylib:+verbatim={name}");
+        }
+        _ => println!("cargo:rustc-link-lib=gomp"),
     }
 }

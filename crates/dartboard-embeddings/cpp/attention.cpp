@@ -1,6 +1,6 @@
 // Multi-head attention for the CPU, softmax(q kᵀ · scale + bias) v, one text (and
-// group of heads) per unit of work, everything in f32 registers and L1/L2-resident
-// buffers.
+// group of heads) per unit of work, in f32 registers and per-head buffer slices
+// that stream through L1/L2.
 //
 // Why our own: libtorch's fused CPU attention (`_scaled_dot_product_flash_
 // attention_for_cpu`) is built for long sequences. On the batches an embedding
@@ -52,12 +52,13 @@ constexpr int kMaxDimVectors = 8;
 
 // e^x for x ≤ 0 (softmax arguments after subtracting the row maximum), within
 // 2 ulp: x = n·ln2 + r with |r| ≤ ln2/2, a degree-7 polynomial for e^r (Cephes'
-// expf coefficients), then ·2ⁿ by vscalefps. Below -103 the result is exactly 0,
-// as in aten's softmax. Inline, it costs a third of a call to libtorch's Sleef exp,
+// expf coefficients), then ·2ⁿ by vscalefps. Below -103, where e^x is at most a
+// denormal 1e-45, the result is 0; a NaN stays NaN, so a NaN score poisons its row
+// as it does in aten. Inline, it costs a third of a call to libtorch's Sleef exp,
 // which was a fifth of the kernel's time at 256 tokens.
 DARTBOARD_AVX512 inline __m512 exp_nonpositive(__m512 x) {
-  const __mmask16 alive = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-103.0f), _CMP_GE_OQ);
-  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
+  const __mmask16 alive = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-103.0f), _CMP_NLT_UQ);
+  x = _mm512_max_ps(_mm512_set1_ps(-103.0f), x);  // returns x when x is NaN
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -412,11 +413,13 @@ char* dartboard_attention(const at::Tensor* qkv, const at::Tensor* key_bias, con
     const int64_t batch = qkv->size(0), seq = qkv->size(1), dim = qkv->size(2) / (3 * heads);
     at::Tensor x = qkv->contiguous();
     at::Tensor kb = key_bias->contiguous();
-    TORCH_CHECK(kb.scalar_type() == at::kFloat && kb.numel() == batch * seq, "key_bias must be [B, T] f32");
+    TORCH_CHECK(kb.is_cpu() && kb.scalar_type() == at::kFloat && kb.numel() == batch * seq,
+                "key_bias must be a [B, T] f32 CPU tensor");
     at::Tensor hb;
     if (head_bias != nullptr) {
       hb = head_bias->contiguous();
-      TORCH_CHECK(hb.scalar_type() == at::kFloat && hb.numel() == heads * seq * seq, "head_bias must be [heads, T, T] f32");
+      TORCH_CHECK(hb.is_cpu() && hb.scalar_type() == at::kFloat && hb.numel() == heads * seq * seq,
+                  "head_bias must be a [heads, T, T] f32 CPU tensor");
     }
     at::Tensor result = at::empty({batch, seq, heads * dim}, x.options());
     const Problem pr{batch, seq, heads, dim, static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim))), kb.const_data_ptr<float>(),

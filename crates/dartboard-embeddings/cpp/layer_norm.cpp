@@ -71,7 +71,8 @@ char* dartboard_layer_norm(const at::Tensor* x, const at::Tensor* weight, const 
     TORCH_CHECK(dartboard::avx512_supported(), "this CPU lacks AVX-512 (F, BW, VL)");
     TORCH_CHECK(x->device().is_cpu() && x->dim() >= 1, "layer norm input must be a CPU tensor");
     const int64_t n = x->size(-1);
-    TORCH_CHECK(weight->numel() == n && bias->numel() == n, "layer norm weight and bias must have ", n, " values");
+    TORCH_CHECK(weight->is_cpu() && bias->is_cpu() && weight->numel() == n && bias->numel() == n,
+                "layer norm weight and bias must be CPU tensors of ", n, " values");
     TORCH_CHECK(weight->scalar_type() == x->scalar_type() && bias->scalar_type() == x->scalar_type(),
                 "layer norm weight and bias must be in the input's precision");
     at::Tensor xs = x->contiguous(), w = weight->contiguous(), b = bias->contiguous();

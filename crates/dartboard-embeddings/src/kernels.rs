@@ -7,7 +7,8 @@ use tch::{Device, Tensor};
 
 use crate::EmbedError;
 
-/// Whether the kernels run here: an x86-64 CPU with AVX-512 F, BW and VL.
+/// Whether the kernels run here: built for x86-64 (not with MSVC), on a CPU with
+/// AVX-512 F, BW and VL.
 pub(crate) fn available() -> bool {
     ffi::available()
 }
@@ -36,7 +37,7 @@ pub(crate) fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) 
     ffi::layer_norm(xs, weight, bias, eps)
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(target_env = "msvc")))]
 mod ffi {
     use std::ffi::c_char;
     use std::sync::OnceLock;
@@ -98,7 +99,7 @@ mod ffi {
 
 /// Elsewhere the kernels are not built; [`available`] is false, so these are never
 /// reached through the models.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", not(target_env = "msvc"))))]
 mod ffi {
     use tch::Tensor;
 
@@ -109,7 +110,9 @@ mod ffi {
     }
 
     fn unsupported() -> EmbedError {
-        EmbedError::Torch(tch::TchError::Torch("dartboard's CPU kernels are built for x86-64 only".into()))
+        EmbedError::Torch(tch::TchError::Torch(
+            "dartboard's CPU kernels are built for x86-64 with GCC or clang only".into(),
+        ))
     }
 
     pub(super) fn attention(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: i64) -> Result<Tensor, EmbedError> {
