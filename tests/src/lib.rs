@@ -19,9 +19,10 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The shared data directory (STS Benchmark, passages).
+/// The test data directory (STS Benchmark, passages): `DARTBOARD_DATA_DIR`, else
+/// the repository's `data/`.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("DARTBOARD_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"))
+    std::env::var_os("DARTBOARD_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("data"))
 }
 
 /// The model cache the user's environment points at (where setup put the default

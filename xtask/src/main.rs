@@ -50,10 +50,10 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
 }
 
-/// Where the shared test data lives: `DARTBOARD_DATA_DIR`, else `../shared/data`
-/// beside the checkout.
+/// Where the test and benchmark data lives: `DARTBOARD_DATA_DIR`, else the
+/// repository's own `data/`.
 fn data_dir() -> PathBuf {
-    std::env::var_os("DARTBOARD_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
+    std::env::var_os("DARTBOARD_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("data"))
 }
 
 fn cargo() -> Command {
@@ -76,7 +76,7 @@ fn test(extra: &[String]) -> Result<()> {
     let sts_dev = data_dir().join("stsbenchmark/sts-dev.csv");
     if !sts_dev.is_file() {
         bail!(
-            "STS Benchmark dev split not found at {}; set DARTBOARD_DATA_DIR to the shared data directory",
+            "STS Benchmark dev split not found at {}; restore data/ from git or set DARTBOARD_DATA_DIR to a copy of it",
             sts_dev.display()
         );
     }
