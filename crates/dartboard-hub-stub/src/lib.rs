@@ -10,7 +10,8 @@
 //!   for small files; for LFS files a 302 to a second host name (`localhost` instead of
 //!   `127.0.0.1`, on another port) with `X-Linked-Etag: "<sha256>"` and `X-Linked-Size`;
 //! - `Range: bytes=N-M` (206 with `Content-Range`);
-//! - errors with `X-Error-Code`: `RepoNotFound` (401), `RevisionNotFound` (404),
+//! - errors with `X-Error-Code`: `RepoNotFound` (401 without a token, 404 with one,
+//!   as the Hub answers), `RevisionNotFound` (404),
 //!   `EntryNotFound` (404), `GatedRepo` (403 without the right token).
 //!
 //! Checked once against the official Python client (huggingface_hub 1.x/2.x):
@@ -489,8 +490,13 @@ fn authorize(request: &Request, repo: &StubRepo) -> Option<Response> {
     }
 }
 
-fn find_repo<'a>(repos: &'a BTreeMap<String, StubRepo>, id: &str) -> Result<&'a StubRepo, Response> {
-    repos.get(id).ok_or_else(|| Response::error(401, "RepoNotFound", "Repository not found"))
+/// As the Hub: an unknown repo is 401 to an anonymous request (it might be private)
+/// and 404 to an authenticated one, `X-Error-Code: RepoNotFound` either way, on every
+/// route (the revision endpoint included, where a bare 404 would suggest a missing
+/// revision).
+fn find_repo<'a>(request: &Request, repos: &'a BTreeMap<String, StubRepo>, id: &str) -> Result<&'a StubRepo, Response> {
+    let status = if request.headers.contains_key("authorization") { 404 } else { 401 };
+    repos.get(id).ok_or_else(|| Response::error(status, "RepoNotFound", "Repository not found"))
 }
 
 fn api(request: &Request, repos: &BTreeMap<String, StubRepo>, rest: &str) -> Response {
@@ -499,7 +505,7 @@ fn api(request: &Request, repos: &BTreeMap<String, StubRepo>, rest: &str) -> Res
         return Response::error(404, "RepoNotFound", "Repository not found");
     }
     let id = format!("{}/{}", parts[0], parts[1]);
-    let repo = match find_repo(repos, &id) {
+    let repo = match find_repo(request, repos, &id) {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -560,7 +566,7 @@ fn resolve(
     rev: &str,
     file: &str,
 ) -> Response {
-    let repo = match find_repo(repos, id) {
+    let repo = match find_repo(request, repos, id) {
         Ok(r) => r,
         Err(e) => return e,
     };

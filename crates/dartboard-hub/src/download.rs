@@ -63,6 +63,27 @@ impl ModelStore {
                 reason: "download needs a full ORG/NAME repo id".to_owned(),
             });
         }
+        // The network work runs on a thread of its own, which owns the client's
+        // runtime: a caller inside an async runtime (a server handler, `#[tokio::main]`)
+        // may neither start a runtime on its thread nor drop one there. Always doing so
+        // keeps one path for every caller; a thread costs nothing next to a download.
+        let span = tracing::Span::current();
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("dartboard-download".to_owned())
+                .spawn_scoped(scope, || span.in_scope(|| self.download_here(config, repo_id, revision, progress)))
+                .map_err(HubError::io("starting a download thread for", self.root()))?;
+            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn download_here(
+        &self,
+        config: &HubConfig,
+        repo_id: &str,
+        revision: &str,
+        progress: &dyn Progress,
+    ) -> Result<ModelFiles, HubError> {
         let remote = Remote::new(config)?;
         let (commit, listing) = remote.snapshot(repo_id, revision)?;
         if let Some(bad) = listing.iter().find(|f| !safe_relative(&f.path)) {

@@ -5,7 +5,8 @@
 //! here: the expected hash of every file (its `BlobLfsInfo` cannot read the tree
 //! API's `lfs.oid`, and `info()` never asks for `blobs=true`, so one metadata request
 //! is made directly), and a sync API over our own small runtime, so callers stay
-//! synchronous.
+//! synchronous. That runtime lives on the download thread `ModelStore::download`
+//! starts, never on the caller's, so callers inside an async runtime work too.
 
 use std::fmt;
 use std::ops::Range;
@@ -225,10 +226,14 @@ impl Remote {
                     last = Some(format!("HTTP {}", response.status()))
                 }
                 Ok(response) => {
+                    let code = response.headers().get("x-error-code").and_then(|v| v.to_str().ok());
+                    if let Some(mapped) = code.and_then(|c| from_error_code(c, &self.config, repo_id, Some(commit))) {
+                        return Err(mapped);
+                    }
                     return Err(HubError::Remote {
                         repo_id: repo_id.to_owned(),
                         message: format!("listing files answered HTTP {}", response.status()),
-                    })
+                    });
                 }
                 Err(e) => last = Some(e.to_string()),
             }
@@ -304,9 +309,50 @@ pub(crate) enum StreamError {
     Write(std::io::Error),
 }
 
+/// The `X-Error-Code` of an HTTP error, whatever variant `hf-hub` chose for it.
+fn error_code(e: &HFError) -> Option<&str> {
+    match e {
+        HFError::Http { context }
+        | HFError::AuthRequired { context }
+        | HFError::Forbidden { context }
+        | HFError::Conflict { context }
+        | HFError::RateLimited { context, .. } => context.error_code.as_deref(),
+        HFError::RepoNotFound { context, .. }
+        | HFError::RevisionNotFound { context, .. }
+        | HFError::EntryNotFound { context, .. } => context.as_ref().and_then(|c| c.error_code.as_deref()),
+        _ => None,
+    }
+}
+
+/// The Hub's own `X-Error-Code`, which says what was not found (or refused) better
+/// than the status does: with a token, a mistyped repo is a 404 on the revision
+/// endpoint, which `hf-hub` alone reports as a missing revision. These are the codes
+/// huggingface_hub's `hf_raise_for_status` maps, and it too checks them first.
+fn from_error_code(code: &str, config: &HubConfig, repo_id: &str, revision: Option<&str>) -> Option<HubError> {
+    let repo_id = repo_id.to_owned();
+    Some(match code {
+        "RepoNotFound" => {
+            HubError::RepoNotFound { repo_id, endpoint: config.endpoint.clone(), has_token: config.has_token() }
+        }
+        "RevisionNotFound" => HubError::RevisionNotFound { repo_id, revision: revision.unwrap_or("main").to_owned() },
+        "GatedRepo" => HubError::AccessDenied { repo_id, gated: true, has_token: config.has_token() },
+        // The path is in the variant hf-hub chose; without one there is nothing to name.
+        _ => return None,
+    })
+}
+
 /// Turns `hf-hub`'s errors into ours, each with its own message and fix.
 fn map_error(e: HFError, config: &HubConfig, repo_id: &str, revision: Option<&str>) -> HubError {
     let endpoint = config.endpoint.clone();
+    let code = error_code(&e).map(str::to_owned);
+    if let Some(mapped) = code.as_deref().and_then(|c| from_error_code(c, config, repo_id, revision)) {
+        return mapped;
+    }
+    if code.as_deref() == Some("EntryNotFound") {
+        if let HFError::EntryNotFound { path, .. } = &e {
+            return HubError::EntryNotFound { repo_id: repo_id.to_owned(), path: path.clone() };
+        }
+    }
     match e {
         HFError::RepoNotFound { .. } => {
             HubError::RepoNotFound { repo_id: repo_id.to_owned(), endpoint, has_token: config.has_token() }
@@ -316,29 +362,14 @@ fn map_error(e: HFError, config: &HubConfig, repo_id: &str, revision: Option<&st
             revision: revision.map(str::to_owned).unwrap_or(r),
         },
         HFError::EntryNotFound { path, .. } => HubError::EntryNotFound { repo_id: repo_id.to_owned(), path },
-        HFError::AuthRequired { context } | HFError::Forbidden { context } => {
-            let code = context.error_code.as_deref().unwrap_or_default();
-            if code == "RepoNotFound" {
-                HubError::RepoNotFound { repo_id: repo_id.to_owned(), endpoint, has_token: config.has_token() }
-            } else {
-                HubError::AccessDenied {
-                    repo_id: repo_id.to_owned(),
-                    gated: code == "GatedRepo",
-                    has_token: config.has_token(),
-                }
-            }
+        HFError::AuthRequired { .. } | HFError::Forbidden { .. } => {
+            HubError::AccessDenied { repo_id: repo_id.to_owned(), gated: false, has_token: config.has_token() }
         }
         HFError::Http { context } if context.status.is_server_error() => {
             HubError::ServerError { endpoint, attempts: config.max_attempts, last: format!("HTTP {}", context.status) }
         }
-        HFError::Http { context } if context.error_code.as_deref() == Some("RepoNotFound") => {
-            HubError::RepoNotFound { repo_id: repo_id.to_owned(), endpoint, has_token: config.has_token() }
-        }
         HFError::Request { source, .. } if source.is_decode() => {
             HubError::NotAHub { endpoint, detail: format!("unreadable answer: {}", error_chain(&source)) }
-        }
-        HFError::Request { source, .. } if source.is_connect() || source.is_timeout() => {
-            HubError::Unreachable { endpoint, reason: error_chain(&source) }
         }
         HFError::Request { source, .. } => HubError::Unreachable { endpoint, reason: error_chain(&source) },
         HFError::Json(_) | HFError::MalformedResponse { .. } => HubError::NotAHub { endpoint, detail: e.to_string() },
