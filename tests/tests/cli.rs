@@ -72,22 +72,49 @@ fn binary_runs_with_an_empty_environment() {
 }
 
 #[test]
-fn info_and_demo() {
+fn info() {
     let r = run(dartboard().arg("info"));
     assert!(r.ok, "{}", r.stderr);
     for needle in ["all-MiniLM-L6-v2", "embedding dim:    384", "2.13.0", "threads:", "cpu"] {
         assert!(r.stdout.contains(needle), "{needle:?} not in {}", r.stdout);
     }
+}
+
+/// `dartboard demo` is the Dartboard system's own demo: the same picks, in the same
+/// order, with the same scores as the system computes from sentence-transformers'
+/// embeddings (`xtask/python/seed_demo.py`, run by `cargo xtask test`).
+#[test]
+fn demo_prints_the_systems_picks_and_scores() {
+    #[derive(serde::Deserialize)]
+    struct Pick {
+        text: String,
+        score: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Seed {
+        query: String,
+        picks: Vec<Pick>,
+    }
+    let path = dartboard_tests::workspace_root().join("tests/fixtures/generated/seed_demo.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask test`", path.display()));
+    let seed: Seed = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(seed.picks.len(), 3);
+
     let r = run(dartboard().arg("demo"));
     assert!(r.ok, "{}", r.stderr);
-    assert!(r.stdout.contains("How does Dartboard improve RAG systems?"), "{}", r.stdout);
-    assert_eq!(
-        r.stdout.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count(),
-        3,
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("Load time") && r.stdout.contains("Encode time"));
+    assert!(r.stdout.contains(&format!("Query: '{}'", seed.query)), "{}", r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let picks: Vec<(String, String)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let score = line.split_once(". [Score: ")?.1.strip_suffix(']')?;
+            Some((score.to_owned(), lines.get(i + 1)?.trim().to_owned()))
+        })
+        .collect();
+    let expected: Vec<(String, String)> = seed.picks.iter().map(|p| (p.score.clone(), p.text.clone())).collect();
+    assert_eq!(picks, expected, "demo output:\n{}", r.stdout);
+    assert!(r.stdout.contains("Load time:") && r.stdout.contains("Encode time:"), "{}", r.stdout);
 }
 
 #[test]

@@ -19,6 +19,7 @@ const DTYPES: [&str; 2] = ["f32", "bf16"];
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let env = setup::run()?;
+    setup::reference_stack(&env)?;
     run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let dartboard = target.join("release/dartboard");

@@ -1,10 +1,12 @@
 //! Project tooling, in plain Rust so it runs on a machine with nothing but the
 //! toolchain (it never links libtorch).
 //!
-//! - `cargo xtask setup`: the reference Python environment with libtorch 2.13.0, the
-//!   `.libtorch` link the build uses, and the default model in the cache.
-//! - `cargo xtask test`: setup, reference outputs from sentence-transformers, then
-//!   every test in the workspace.
+//! - `cargo xtask setup [--cuda]`: a Python venv with libtorch 2.13.0 (without its CUDA
+//!   packages unless `--cuda`), the `.libtorch` link the build uses, and the default
+//!   model in the cache.
+//! - `cargo xtask test`: setup, the Python reference stack (sentence-transformers,
+//!   installed the first time), reference outputs from it, then every test in the
+//!   workspace.
 //! - `cargo xtask demo`: setup, a release build, `dartboard demo`.
 //! - `cargo xtask prefetch MODEL... [--revision REV]`: download models into the cache
 //!   (for Docker builds; needs no libtorch and builds no model code).
@@ -20,12 +22,12 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV]>";
+    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => setup::run().map(|_| ()),
+        Some("setup") => setup::command(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("prefetch") => prefetch(&args[1..]),
@@ -73,6 +75,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     let env = setup::run()?;
+    setup::reference_stack(&env)?;
     let sts_dev = data_dir().join("stsbenchmark/sts-dev.csv");
     if !sts_dev.is_file() {
         bail!(

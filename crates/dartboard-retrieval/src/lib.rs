@@ -2,20 +2,25 @@
 //! information beyond each other.
 //!
 //! This is the vanilla algorithm of Pickett et al. 2024, "Better RAG using Relevant
-//! Information Gain" (arXiv:2407.12101). Candidates are first triaged to the
-//! `triage_k` most cosine-similar; then passages are chosen greedily to maximise
+//! Information Gain" (arXiv:2407.12101), scored exactly as the Dartboard RAG system
+//! that dartboard-rs serves scores it (its `dartboard/core.py`). Candidates are first
+//! triaged to the `triage_k` most cosine-similar; then passages are chosen greedily,
+//! each maximising
 //!
 //! ```text
-//! s(G, q, A, σ) = Σ_{t∈A} P(T=t | q, σ) · max_{g∈G} N(t | g, σ)
+//! log s(G ∪ {c}) = logsumexp_{t∈A} ( log P(t | q) + max(max_{g∈G} log N(t | g), log N(t | c)) )
+//! log P(t | q) = −d(q, t)² / (2σ²)        log N(t | g) = −d(t, g)² / (2σ²)
 //! ```
 //!
-//! where `A` is the triaged set, `G` the passages chosen so far, `P(T=t | q, σ)` a
-//! Gaussian kernel on the query–passage distance normalised over `A`, and
-//! `N(t | g, σ)` a Gaussian kernel on the passage–passage distance (distances are
-//! cosine distances, `1 − cos`). Everything is computed in log space with
-//! log-sum-exp, so small σ does not underflow. The first pick is the most relevant
-//! passage; every later pick is the one that raises `s` the most, which penalises
-//! near-duplicates of what is already chosen.
+//! where `A` is the triaged set, `G` the passages chosen so far and `d` the cosine
+//! distance `1 − cos`. Like the system, we leave the kernels unnormalised: the
+//! paper's normalisation over `A` and the Gaussian's `1/(σ√2π)` shift every
+//! candidate's score by the same constant, so they never change a pick, only the
+//! reported `score`. Everything is computed in log space with log-sum-exp, so small
+//! σ does not underflow. The first pick is the most relevant passage; every later
+//! pick is the one that raises `s` the most, which penalises near-duplicates of what
+//! is already chosen. Ties go to the more similar candidate (the earlier in triage
+//! order), as in the system.
 //!
 //! ```
 //! use dartboard_retrieval::{dartboard, DartboardParams};
@@ -54,6 +59,14 @@ pub struct Selection {
     pub score: f64,
     /// Cosine similarity of the passage to the query.
     pub similarity: f64,
+}
+
+impl Selection {
+    /// Cosine distance of the passage to the query, `1 − similarity`: what the
+    /// Dartboard system reports as a result's score.
+    pub fn distance(&self) -> f64 {
+        1.0 - self.similarity
+    }
 }
 
 /// Invalid inputs.
@@ -128,22 +141,18 @@ pub fn dartboard<C: AsRef<[f32]>>(
         return Ok(Vec::new());
     }
     let two_sigma_sq = 2.0 * params.sigma * params.sigma;
-    let log_norm = -(params.sigma * (2.0 * std::f64::consts::PI).sqrt()).ln();
 
-    // log P(T=t | q, σ): Gaussian kernel on the query distance, normalised over A.
-    let log_kernel_q: Vec<f64> = triaged.iter().map(|&(_, sim)| -(1.0 - sim).powi(2) / two_sigma_sq).collect();
-    let log_z = logsumexp(&log_kernel_q);
-    let log_p: Vec<f64> = log_kernel_q.iter().map(|l| l - log_z).collect();
+    // log P(t | q): Gaussian kernel on the query distance (unnormalised, see the
+    // crate docs).
+    let log_p: Vec<f64> = triaged.iter().map(|&(_, sim)| -(1.0 - sim).powi(2) / two_sigma_sq).collect();
 
-    // log N(t | g, σ) for every pair in A.
+    // log N(t | g) for every pair in A.
     let log_n: Vec<Vec<f64>> = triaged
         .iter()
         .map(|&(t, _)| {
             triaged
                 .iter()
-                .map(|&(g, _)| {
-                    log_norm - (1.0 - cosine(candidates[t].as_ref(), candidates[g].as_ref())).powi(2) / two_sigma_sq
-                })
+                .map(|&(g, _)| -(1.0 - cosine(candidates[t].as_ref(), candidates[g].as_ref())).powi(2) / two_sigma_sq)
                 .collect()
         })
         .collect();
@@ -155,7 +164,7 @@ pub fn dartboard<C: AsRef<[f32]>>(
     let mut terms = vec![0f64; n];
     for round in 0..want {
         let mut pick: Option<(usize, f64)> = None;
-        // The paper seeds G with the most relevant passage (the head of the triage).
+        // G starts with the most relevant passage (the head of the triage).
         let pool = if round == 0 { 0..1 } else { 0..n };
         for c in pool.filter(|&c| !chosen[c]) {
             for t in 0..n {
@@ -255,6 +264,34 @@ mod tests {
         let mut idx: Vec<usize> = few.iter().map(|s| s.index).collect();
         idx.sort();
         assert_eq!(idx, [0, 1]);
+    }
+
+    /// The score of a set is the system's formula, computed here directly: a
+    /// brute-force check of the greedy loop's bookkeeping.
+    #[test]
+    fn scores_are_the_systems_formula() {
+        let (query, passages) = corpus();
+        let sigma = 0.5;
+        let picked = dartboard(&query, &passages, &DartboardParams { sigma, top_k: 3, triage_k: 100 }).unwrap();
+        let d = |a: &[f32], b: &[f32]| 1.0 - cosine(a, b);
+        let k = |dist: f64| -dist * dist / (2.0 * sigma * sigma);
+        for round in 1..picked.len() {
+            let chosen: Vec<usize> = picked[..=round].iter().map(|s| s.index).collect();
+            let terms: Vec<f64> = (0..passages.len())
+                .map(|t| {
+                    let best =
+                        chosen.iter().map(|&g| k(d(&passages[t], &passages[g]))).fold(f64::NEG_INFINITY, f64::max);
+                    k(d(&query, &passages[t])) + best
+                })
+                .collect();
+            let expected = logsumexp(&terms);
+            assert!(
+                (picked[round].score - expected).abs() < 1e-12,
+                "round {round}: {} vs {expected}",
+                picked[round].score
+            );
+        }
+        assert!((picked[0].distance() - d(&query, &passages[picked[0].index])).abs() < 1e-12);
     }
 
     #[test]
