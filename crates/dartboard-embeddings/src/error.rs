@@ -75,6 +75,38 @@ pub enum EmbedError {
         /// The names the model defines.
         available: Vec<String>,
     },
+    /// A model file cannot be read safely: missing, not a regular file (a FIFO, a
+    /// device such as `/dev/zero`), or larger than a file of its kind can be.
+    #[error(transparent)]
+    File(#[from] dartboard_fs::FsError),
+    /// The model produced NaN or infinity for a text; such a vector is never returned.
+    #[error("model {model} produced a non-finite embedding (NaN or infinity) for text {index}; the model's weights or the compute precision cannot represent it (try dtype f32, or check the weights)")]
+    NonFinite {
+        /// The model (repo id or directory).
+        model: String,
+        /// The text's index in the input.
+        index: usize,
+    },
+    /// One text is longer than [`crate::MAX_TEXT_BYTES`].
+    #[error("text {index} is {bytes} bytes, more than the {max} bytes one text may have; only the first tokens of a text are used anyway, so shorten or split it")]
+    TextTooLarge {
+        /// The text's index in the input.
+        index: usize,
+        /// Its length in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// One call holds more text than [`crate::MAX_REQUEST_BYTES`].
+    #[error("{texts} texts of {bytes} bytes in all are more than the {max} bytes one call may carry; send them in smaller groups")]
+    RequestTooLarge {
+        /// How many texts.
+        texts: usize,
+        /// Their total length in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The tokenizer failed on an input.
     #[error("tokenizer error: {0}")]
     Tokenize(String),

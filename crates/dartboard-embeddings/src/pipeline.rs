@@ -1,6 +1,12 @@
 //! The sentence-transformers side of a model directory: `modules.json`,
 //! `sentence_bert_config.json` and `1_Pooling/config.json`, read into one
 //! validated [`Pipeline`]. Field names mirror the JSON keys.
+//!
+//! Every file is read with [`dartboard_fs::read_capped`] (regular files only, size
+//! capped), so a FIFO or a link to `/dev/zero` is an error naming the path, never a
+//! hang. An optional file counts as absent only when there is nothing at its path;
+//! a file that exists but cannot be read is an error, because treating an unreadable
+//! `modules.json` as absent would silently drop its Normalize module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,7 +139,7 @@ impl Pipeline {
     pub fn read(dir: &Path) -> Result<Self, EmbedError> {
         let modules_path = dir.join("modules.json");
         let prompts = read_prompts(dir)?;
-        if !modules_path.is_file() {
+        let Some(modules) = read_optional_json::<Vec<ModuleEntry>>(&modules_path)? else {
             return Ok(Pipeline {
                 transformer_dir: dir.to_path_buf(),
                 max_seq_length: None,
@@ -142,33 +148,22 @@ impl Pipeline {
                 after_pooling: Vec::new(),
                 prompts,
             });
-        }
-        let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
-        let mut transformer_dir = None;
-        let mut pooling = None;
+        };
+        let stages = ModuleStages::check(&modules_path, &modules)?;
+        let module_dir = |index: usize| -> Result<PathBuf, EmbedError> {
+            Ok(dir.join(checked_relative(&modules_path, &modules[index].path)?))
+        };
+        let transformer_dir = module_dir(stages.transformer)?;
+        let pooling = read_pooling(&module_dir(stages.pooling)?.join("config.json"))?;
         let mut after_pooling = Vec::new();
-        for module in &modules {
-            let module_dir = dir.join(checked_relative(&modules_path, &module.path)?);
-            match module.kind.rsplit('.').next().unwrap_or_default() {
-                "Transformer" if transformer_dir.is_none() => transformer_dir = Some(module_dir),
-                "Pooling" if pooling.is_none() => pooling = Some(read_pooling(&module_dir.join("config.json"))?),
-                "Dense" if pooling.is_some() => after_pooling.push(AfterPooling::Dense(read_dense(&module_dir)?)),
-                "Normalize" if pooling.is_some() => after_pooling.push(AfterPooling::Normalize),
-                _ => {
-                    return Err(EmbedError::UnsupportedModule {
-                        path: modules_path,
-                        found: module.kind.clone(),
-                        supported: SUPPORTED_MODULES,
-                    })
-                }
-            }
+        for &index in &stages.after_pooling {
+            after_pooling.push(match module_kind(&modules[index].kind) {
+                "Dense" => AfterPooling::Dense(read_dense(&module_dir(index)?)?),
+                _ => AfterPooling::Normalize,
+            });
         }
-        let invalid = |reason: &str| EmbedError::InvalidFile { path: modules_path.clone(), reason: reason.to_owned() };
-        let transformer_dir = transformer_dir.ok_or_else(|| invalid("it lists no Transformer module"))?;
-        let pooling = pooling.ok_or_else(|| invalid("it lists no Pooling module"))?;
-        let st_config_path = transformer_dir.join("sentence_bert_config.json");
         let st_config: SentenceBertConfig =
-            if st_config_path.is_file() { read_json(&st_config_path)? } else { SentenceBertConfig::default() };
+            read_optional_json(&transformer_dir.join("sentence_bert_config.json"))?.unwrap_or_default();
         Ok(Pipeline {
             transformer_dir,
             max_seq_length: st_config.max_seq_length,
@@ -180,12 +175,89 @@ impl Pipeline {
     }
 }
 
+/// The last segment of a module's `type` (`sentence_transformers.models.Dense` ->
+/// `Dense`).
+fn module_kind(kind: &str) -> &str {
+    kind.rsplit('.').next().unwrap_or_default()
+}
+
+/// Where each module of modules.json sits, once its order has been checked.
+struct ModuleStages {
+    transformer: usize,
+    pooling: usize,
+    after_pooling: Vec<usize>,
+}
+
+impl ModuleStages {
+    /// sentence-transformers runs modules in the order listed, each on the previous
+    /// one's output: the Transformer makes token embeddings from text, Pooling makes
+    /// one vector of them, and Dense and Normalize only act on that vector. So the
+    /// order must be Transformer, Pooling, then any Dense/Normalize; anything else
+    /// either fails in sentence-transformers too or means a different model.
+    fn check(path: &Path, modules: &[ModuleEntry]) -> Result<Self, EmbedError> {
+        const ORDER: &str = "the order must be one Transformer, then one Pooling, then any Dense and Normalize modules";
+        let invalid = |reason: String| EmbedError::InvalidFile { path: path.to_path_buf(), reason };
+        let describe = |i: usize| format!("module {i} ({}, path {:?})", module_kind(&modules[i].kind), modules[i].path);
+        let mut transformer = None;
+        let mut pooling = None;
+        let mut after_pooling = Vec::new();
+        for (i, module) in modules.iter().enumerate() {
+            checked_relative(path, &module.path)?;
+            match module_kind(&module.kind) {
+                "Transformer" => {
+                    if let Some(first) = transformer {
+                        return Err(invalid(format!(
+                            "{} is a second Transformer (the first is module {first}); {ORDER}",
+                            describe(i)
+                        )));
+                    }
+                    transformer = Some(i);
+                }
+                "Pooling" => {
+                    if let Some(first) = pooling {
+                        return Err(invalid(format!(
+                            "{} is a second Pooling module (the first is module {first}); {ORDER}",
+                            describe(i)
+                        )));
+                    }
+                    if transformer.is_none() {
+                        return Err(invalid(format!(
+                            "{} comes before any Transformer module; Pooling needs the Transformer's token embeddings, so {ORDER}",
+                            describe(i)
+                        )));
+                    }
+                    pooling = Some(i);
+                }
+                kind @ ("Dense" | "Normalize") => {
+                    let missing = if transformer.is_none() { "Transformer" } else { "Pooling" };
+                    if pooling.is_none() {
+                        return Err(invalid(format!(
+                            "{} comes before the {missing} module; {kind} acts on the pooled sentence vector, so {ORDER}",
+                            describe(i)
+                        )));
+                    }
+                    after_pooling.push(i);
+                }
+                _ => {
+                    return Err(EmbedError::UnsupportedModule {
+                        path: path.to_path_buf(),
+                        found: module.kind.clone(),
+                        supported: SUPPORTED_MODULES,
+                    })
+                }
+            }
+        }
+        let transformer = transformer.ok_or_else(|| invalid(format!("it lists no Transformer module; {ORDER}")))?;
+        let pooling = pooling.ok_or_else(|| invalid(format!("it lists no Pooling module; {ORDER}")))?;
+        Ok(ModuleStages { transformer, pooling, after_pooling })
+    }
+}
+
 fn read_prompts(dir: &Path) -> Result<Prompts, EmbedError> {
     let path = dir.join("config_sentence_transformers.json");
-    if !path.is_file() {
+    let Some(file) = read_optional_json::<StConfigFile>(&path)? else {
         return Ok(Prompts::default());
-    }
-    let file: StConfigFile = read_json(&path)?;
+    };
     if let Some(name) = file.default_prompt_name.as_ref().filter(|n| !file.prompts.contains_key(*n)) {
         return Err(EmbedError::InvalidFile {
             path,
@@ -239,7 +311,7 @@ fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
         reason: format!("unknown pooling mode {mode:?}; supported: {}", PoolingMode::NAMES.join(", ")),
     };
     // sentence-transformers 5+ writes `pooling_mode` (a name or a list, in output
-    // order); older versions one boolean per mode, output in the canonical order.
+    // order); older versions one flag per mode, output in the canonical order.
     let mut modes = Vec::new();
     match raw.get("pooling_mode") {
         Some(serde_json::Value::String(name)) => modes.push(PoolingMode::from_name(name).ok_or_else(|| unknown(name))?),
@@ -249,16 +321,17 @@ fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
                 modes.push(PoolingMode::from_name(name).ok_or_else(|| unknown(name))?);
             }
         }
-        Some(other) => return Err(unknown(&other.to_string())),
-        None => {
+        // `null` is Python's None: sentence-transformers then reads the flags.
+        Some(serde_json::Value::Null) | None => {
             for (key, value) in &raw {
                 let Some(flag) = key.strip_prefix("pooling_mode_") else { continue };
-                if value.as_bool() == Some(true) {
+                if truthy(path, key, value)? {
                     modes.push(PoolingMode::from_config_key(flag).ok_or_else(|| unknown(flag))?);
                 }
             }
             modes.sort();
         }
+        Some(other) => return Err(unknown(&other.to_string())),
     }
     if modes.is_empty() {
         return Err(EmbedError::InvalidFile {
@@ -266,17 +339,48 @@ fn read_pooling(path: &Path) -> Result<Pooling, EmbedError> {
             reason: format!("no pooling mode is enabled; set one of {}", PoolingMode::NAMES.join(", ")),
         });
     }
-    let include_prompt = raw.get("include_prompt").and_then(|v| v.as_bool()).unwrap_or(true);
+    let include_prompt = match raw.get("include_prompt") {
+        Some(value) => truthy(path, "include_prompt", value)?,
+        None => true,
+    };
     Ok(Pooling::new(modes).with_include_prompt(include_prompt))
 }
 
-/// Reads and deserializes a JSON file, naming the file in every error.
+/// How sentence-transformers reads a flag: `if flag:`, Python's truth value. JSON
+/// booleans, numbers (0 is false) and `null` (None, false) follow it exactly. A
+/// string is refused even though Python would take any non-empty one as true:
+/// `"false"` would then enable the mode, which is never what the file meant.
+fn truthy(path: &Path, key: &str, value: &serde_json::Value) -> Result<bool, EmbedError> {
+    use serde_json::Value;
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::Null => Ok(false),
+        Value::Number(n) => Ok(n.as_f64().is_some_and(|x| x != 0.0)),
+        other => Err(EmbedError::InvalidFile {
+            path: path.to_path_buf(),
+            reason: format!("{key} is {other}, which is not a flag; write true or false"),
+        }),
+    }
+}
+
+/// Reads and deserializes a JSON file (a regular file of at most
+/// [`dartboard_fs::limits::MODEL_JSON`] bytes), naming the file in every error.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
-    let bytes = std::fs::read(path).map_err(|source| EmbedError::Io { path: path.to_path_buf(), source })?;
+    let bytes = dartboard_fs::read_capped(path, dartboard_fs::limits::MODEL_JSON)?;
     serde_json::from_slice(&bytes).map_err(|e| EmbedError::InvalidFile {
         path: path.to_path_buf(),
         reason: format!("not the expected JSON ({e})"),
     })
+}
+
+/// [`read_json`] for a file a model may lack: `None` only when nothing at all is at
+/// `path`. Anything there (a dangling link, a FIFO, a directory, unreadable or
+/// invalid JSON) is read and fails like a required file would.
+pub(crate) fn read_optional_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EmbedError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_json(path).map(Some),
+    }
 }
 
 #[cfg(test)]
@@ -396,5 +500,144 @@ mod tests {
         write(dir.path(), "modules.json", r#"[{"path": "", "type": "sentence_transformers.models.LSTM"}]"#);
         let err = Pipeline::read(dir.path()).unwrap_err().to_string();
         assert!(err.contains("LSTM") && err.contains("Pooling"), "{err}");
+    }
+
+    fn module_list(kinds: &[(&str, &str)]) -> String {
+        let entries: Vec<String> = kinds
+            .iter()
+            .map(|(path, kind)| format!(r#"{{"path": "{path}", "type": "sentence_transformers.models.{kind}"}}"#))
+            .collect();
+        format!("[{}]", entries.join(","))
+    }
+
+    #[test]
+    fn module_order_errors_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode": "mean"}"#);
+        write(dir.path(), "2_Dense/config.json", r#"{"in_features": 32, "out_features": 16}"#);
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (
+                &[("", "Transformer"), ("2_Dense", "Dense"), ("1_Pooling", "Pooling")],
+                &["module 1 (Dense", "\"2_Dense\"", "before the Pooling module"],
+            ),
+            (
+                &[("", "Transformer"), ("2_Normalize", "Normalize"), ("1_Pooling", "Pooling")],
+                &["module 1 (Normalize", "before the Pooling module"],
+            ),
+            (
+                &[("", "Transformer"), ("", "Transformer"), ("1_Pooling", "Pooling")],
+                &["module 1 (Transformer", "second Transformer", "first is module 0"],
+            ),
+            (&[("1_Pooling", "Pooling"), ("", "Transformer")], &["module 0 (Pooling", "before any Transformer"]),
+            (
+                &[("", "Transformer"), ("1_Pooling", "Pooling"), ("1_Pooling", "Pooling")],
+                &["module 2 (Pooling", "second Pooling", "first is module 1"],
+            ),
+            (&[("2_Dense", "Dense"), ("", "Transformer")], &["module 0 (Dense", "before the Transformer module"]),
+        ];
+        for (modules, expected) in cases {
+            write(dir.path(), "modules.json", &module_list(modules));
+            let err = Pipeline::read(dir.path()).unwrap_err().to_string();
+            for part in *expected {
+                assert!(err.contains(part), "{modules:?}: {err:?} lacks {part:?}");
+            }
+            assert!(err.contains("the order must be one Transformer, then one Pooling"), "{err}");
+            assert!(!err.contains("not supported"), "{err}");
+        }
+        // Several Dense and Normalize modules after pooling, in any order, are fine.
+        write(
+            dir.path(),
+            "modules.json",
+            &module_list(&[("", "Transformer"), ("1_Pooling", "Pooling"), ("", "Normalize"), ("2_Dense", "Dense")]),
+        );
+        let p = Pipeline::read(dir.path()).unwrap();
+        assert!(matches!(p.after_pooling[..], [AfterPooling::Normalize, AfterPooling::Dense(_)]));
+    }
+
+    #[test]
+    fn transformer_files_come_from_its_module_path() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "modules.json",
+            &module_list(&[("0_Transformer", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]),
+        );
+        write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode_mean_tokens": true}"#);
+        write(dir.path(), "0_Transformer/sentence_bert_config.json", r#"{"max_seq_length": 77, "do_lower_case": true}"#);
+        let p = Pipeline::read(dir.path()).unwrap();
+        assert_eq!(p.transformer_dir, dir.path().join("0_Transformer"));
+        assert_eq!((p.max_seq_length, p.do_lower_case), (Some(77), true));
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    #[test]
+    fn unreadable_model_files_are_errors_never_absent_or_a_hang() {
+        let optional = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"];
+        for name in optional {
+            for special in ["fifo", "dir", "zero", "dangling", "garbage"] {
+                let dir = tempfile::tempdir().unwrap();
+                write(dir.path(), "modules.json", MODULES);
+                write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode": "mean"}"#);
+                let path = dir.path().join(name);
+                let _ = std::fs::remove_file(&path);
+                match special {
+                    "fifo" => mkfifo(&path),
+                    "dir" => std::fs::create_dir(&path).unwrap(),
+                    "zero" => std::os::unix::fs::symlink("/dev/zero", &path).unwrap(),
+                    "dangling" => std::os::unix::fs::symlink("missing-blob", &path).unwrap(),
+                    _ => std::fs::write(&path, "{not json").unwrap(),
+                }
+                let err = Pipeline::read(dir.path()).expect_err(&format!("{name} as {special}")).to_string();
+                assert!(err.contains(path.to_str().unwrap()), "{name} as {special}: {err}");
+            }
+        }
+        // The same for the files the listed modules point to.
+        for name in ["1_Pooling/config.json", "2_Dense/config.json"] {
+            let dir = tempfile::tempdir().unwrap();
+            write(
+                dir.path(),
+                "modules.json",
+                &module_list(&[("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Dense", "Dense")]),
+            );
+            write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode": "mean"}"#);
+            write(dir.path(), "2_Dense/config.json", r#"{"in_features": 32, "out_features": 16}"#);
+            let path = dir.path().join(name);
+            std::fs::remove_file(&path).unwrap();
+            mkfifo(&path);
+            let err = Pipeline::read(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(path.to_str().unwrap()) && err.contains("FIFO"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pooling_flags_follow_python_truthiness_and_refuse_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "modules.json", MODULES);
+        let pooling = |json: &str| {
+            write(dir.path(), "1_Pooling/config.json", json);
+            Pipeline::read(dir.path()).map(|p| p.pooling)
+        };
+        let p = pooling(r#"{"pooling_mode_mean_tokens": 1, "pooling_mode_max_tokens": 2.5, "pooling_mode_cls_token": 0}"#);
+        assert_eq!(p.unwrap().modes(), &[PoolingMode::Max, PoolingMode::Mean]);
+        let p = pooling(r#"{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": null, "include_prompt": 0}"#);
+        let p = p.unwrap();
+        assert_eq!(p.modes(), &[PoolingMode::Mean]);
+        assert!(!p.include_prompt());
+        assert!(pooling(r#"{"pooling_mode": null, "pooling_mode_cls_token": 1}"#).unwrap().modes() == [PoolingMode::Cls]);
+        for (json, key, value) in [
+            (r#"{"pooling_mode_mean_tokens": "yes"}"#, "pooling_mode_mean_tokens", "\"yes\""),
+            (r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": "true"}"#, "pooling_mode_max_tokens", "\"true\""),
+            (r#"{"pooling_mode_mean_tokens": true, "include_prompt": "false"}"#, "include_prompt", "\"false\""),
+            (r#"{"pooling_mode_cls_token": [1]}"#, "pooling_mode_cls_token", "[1]"),
+        ] {
+            let err = pooling(json).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(value) && err.contains("1_Pooling"), "{json}: {err}");
+            assert!(!err.contains("no pooling mode"), "{err}");
+        }
     }
 }
