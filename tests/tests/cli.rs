@@ -60,6 +60,104 @@ fn embed_input_file_every_line_is_a_text_and_output_file() {
     assert_eq!(leftovers, 2, "no temporary files left beside the output");
 }
 
+/// The mode bits of a path (following symlinks).
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn output_files_get_the_umask_and_replacing_keeps_the_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    // What the umask gives a new file, as any CLI creates it.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "").unwrap();
+    let output = dir.path().join("new.jsonl");
+    let r = run(dartboard().args(["embed", "a text", "--output"]).arg(&output));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(mode_of(&output), mode_of(&plain), "a new output file gets the umask, not 0600");
+    assert_ne!(mode_of(&output), 0o600);
+    // Replacing an existing file keeps its mode.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let r = run(dartboard().args(["embed", "another text", "--output"]).arg(&output));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(mode_of(&output), 0o640);
+    assert_eq!(embeddings_of(&std::fs::read_to_string(&output).unwrap()).len(), 1);
+}
+
+#[test]
+fn output_through_a_symlink_writes_its_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.jsonl");
+    std::fs::write(&target, "old\n").unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink("target.jsonl", &link).unwrap();
+    let r = run(dartboard().args(["embed", "a text", "--output"]).arg(&link));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+    assert_eq!(embeddings_of(&std::fs::read_to_string(&target).unwrap()).len(), 1);
+    // A dangling link: its target is created.
+    std::fs::remove_file(&target).unwrap();
+    let r = run(dartboard().args(["embed", "a text", "--output"]).arg(&link));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(embeddings_of(&std::fs::read_to_string(&target).unwrap()).len(), 1);
+}
+
+/// `/dev/full` stays the device (a rename over it, as root, once replaced it with a
+/// regular file) and its ENOSPC is an error, not exit 0.
+#[test]
+fn output_to_a_device_is_written_in_place_and_its_errors_surface() {
+    use std::os::unix::fs::FileTypeExt;
+    let full = Path::new("/dev/full");
+    assert!(std::fs::metadata(full).unwrap().file_type().is_char_device());
+    let r = run(dartboard().args(["embed", "a text", "--output", "/dev/full"]));
+    assert_clean_failure(&r, &["cannot write /dev/full"]);
+    assert!(r.stderr.to_lowercase().contains("no space"), "{}", r.stderr);
+    assert!(std::fs::metadata(full).unwrap().file_type().is_char_device(), "/dev/full is still a device");
+
+    let r = run(dartboard().args(["embed", "a text", "--output", "/dev/null"]));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dartboard().args(["embed", "a text", "--output"]).arg(dir.path()));
+    assert_clean_failure(&r, &["is a directory"]);
+}
+
+#[test]
+fn output_to_a_fifo_is_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    // If the FIFO were renamed over, this reader would wait forever: the test gives up
+    // after a bound instead (the thread ends with the test process).
+    std::thread::spawn(move || {
+        let text = std::fs::read_to_string(&reader_path).unwrap_or_default();
+        let _ = tx.send(text);
+    });
+    let r = run(dartboard().args(["embed", "a text", "--output"]).arg(&fifo));
+    assert!(r.ok, "{}", r.stderr);
+    let received = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the reader of the FIFO got nothing");
+    assert_eq!(embeddings_of(&received).len(), 1);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is still a FIFO");
+}
+
+#[test]
+fn endless_or_special_input_fails_fast() {
+    let r = run(dartboard().args(["embed", "--input", "/dev/zero"]));
+    assert_clean_failure(&r, &["line 1 of /dev/zero is longer than 64 MiB"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dartboard().args(["embed", "--input"]).arg(dir.path()));
+    assert_clean_failure(&r, &["is a directory"]);
+    let r = run(dartboard().args(["rerank", "--query", "q", "--input", "/dev/zero"]));
+    assert_clean_failure(&r, &["longer than 64 MiB"]);
+}
+
 #[test]
 fn binary_runs_with_an_empty_environment() {
     // The rpath to libtorch is baked in: no LD_LIBRARY_PATH, no LIBTORCH.

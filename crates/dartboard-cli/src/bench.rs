@@ -42,7 +42,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return gemm_peak();
     }
     let input = args.input.as_ref().expect("clap requires --input");
-    let texts = crate::read_lines(input)?;
+    let texts = crate::files::read_lines(input)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let started = Instant::now();
     let (config, model) = args.model.load_embedder()?;

@@ -6,11 +6,11 @@
 mod bench;
 mod cache;
 mod demo;
+mod files;
 mod rerank;
 
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -71,7 +71,8 @@ struct EmbedArgs {
     /// Read texts from FILE (UTF-8, one text per line; every line is a text). `-` is stdin.
     #[arg(long, value_name = "FILE", conflicts_with = "texts")]
     input: Option<PathBuf>,
-    /// Write JSON Lines to FILE instead of stdout (replaced atomically).
+    /// Write JSON Lines to FILE instead of stdout (a regular file is replaced atomically;
+    /// a symlink's target is written; a device or FIFO is written in place).
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Prepend this text to every input (e.g. "query: " for e5 models).
@@ -143,7 +144,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn embed(args: EmbedArgs) -> Result<()> {
     let texts = match &args.input {
-        Some(path) => read_lines(path)?,
+        Some(path) => files::read_lines(path)?,
         None if !args.texts.is_empty() => args.texts.clone(),
         None => bail!("no texts to embed: pass them as arguments or with --input FILE"),
     };
@@ -166,42 +167,9 @@ fn embed(args: EmbedArgs) -> Result<()> {
         Ok(out.flush()?)
     };
     match &args.output {
-        Some(path) => write_atomically(path, write_all),
+        Some(path) => files::write_output(path, write_all),
         None => write_all(&mut BufWriter::new(io::stdout().lock())),
     }
-}
-
-pub(crate) fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let mut text = String::new();
-    if path == Path::new("-") {
-        if io::stdin().is_terminal() {
-            bail!("--input - reads texts from stdin, but stdin is a terminal; pipe the texts in");
-        }
-        io::stdin().read_to_string(&mut text).context("reading texts from stdin (must be UTF-8)")?;
-    } else {
-        let file = File::open(path).with_context(|| format!("cannot open input file {}", path.display()))?;
-        io::BufReader::new(file)
-            .read_to_string(&mut text)
-            .with_context(|| format!("cannot read input file {} (it must be UTF-8 text)", path.display()))?;
-    }
-    Ok(text.lines().map(str::to_owned).collect())
-}
-
-/// Writes to a temporary file beside `path` and renames it into place, so a failure
-/// half-way never leaves a truncated output file.
-pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create output file in {}", dir.display()))?;
-    {
-        let mut out = BufWriter::new(tmp.as_file_mut());
-        write(&mut out).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 fn info(args: ModelArgs) -> Result<()> {

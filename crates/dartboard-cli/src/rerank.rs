@@ -36,7 +36,7 @@ pub struct RerankArgs {
 
 pub fn run(args: RerankArgs) -> Result<()> {
     let passages = match &args.input {
-        Some(path) => crate::read_lines(path)?,
+        Some(path) => crate::files::read_lines(path)?,
         None if !args.passages.is_empty() => args.passages.clone(),
         None => bail!("no passages to rerank: pass them as arguments or with --input FILE"),
     };

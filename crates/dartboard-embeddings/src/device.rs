@@ -24,15 +24,33 @@ pub fn resolve_device(spec: DeviceSpec) -> Result<Device, EmbedError> {
             if (index as i64) < count {
                 return Ok(Device::Cuda(index));
             }
-            let why = match backend {
-                Err(why) => format!("libtorch's CUDA backend could not be loaded ({why})"),
-                Ok(()) => format!("this libtorch sees {count} CUDA device(s)"),
+            let reason = match backend {
+                Err(why) => explain_backend_error(&why),
+                Ok(()) => format!(
+                    "this libtorch sees {count} CUDA device(s); use --device cpu (EMBEDDING_DEVICE=cpu) or auto, \
+                     or check the NVIDIA driver"
+                ),
             };
-            Err(EmbedError::DeviceUnavailable {
-                device: spec.to_string(),
-                reason: format!("{why}; use --device cpu (EMBEDDING_DEVICE=cpu) or auto, or check the NVIDIA driver"),
-            })
+            Err(EmbedError::DeviceUnavailable { device: spec.to_string(), reason })
         }
+    }
+}
+
+/// Why `libtorch_cuda.so` did not load, and what to do about it. `cargo xtask setup`
+/// installs libtorch without the CUDA libraries (cuBLAS, cuDNN, ...) that
+/// `libtorch_cuda.so` needs, so a missing shared object is the common case, and
+/// its fix is one command.
+fn explain_backend_error(why: &str) -> String {
+    if why.contains("cannot open shared object file") {
+        format!(
+            "libtorch's CUDA backend could not be loaded because the CUDA libraries are not installed ({why}); \
+             run `cargo xtask setup --cuda` to install them, or use --device cpu (EMBEDDING_DEVICE=cpu) or auto"
+        )
+    } else {
+        format!(
+            "libtorch's CUDA backend could not be loaded ({why}); use --device cpu (EMBEDDING_DEVICE=cpu) or auto, \
+             or check the NVIDIA driver"
+        )
     }
 }
 
@@ -83,5 +101,19 @@ pub fn device_name(device: Device) -> String {
         Device::Mps => "mps".to_owned(),
         Device::Vulkan => "vulkan".to_owned(),
         _ => "cpu".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_cuda_library_names_the_setup_step() {
+        let why = "libcublas.so.13: cannot open shared object file: No such file or directory";
+        let message = explain_backend_error(why);
+        assert!(message.contains("cargo xtask setup --cuda") && message.contains("libcublas.so.13"), "{message}");
+        let other = explain_backend_error("undefined symbol: foo");
+        assert!(!other.contains("setup --cuda") && other.contains("--device cpu"), "{other}");
     }
 }
