@@ -65,7 +65,9 @@ impl CrossEncoder {
         let dir = files.dir();
         let config_path = dir.join("config.json");
         let head: HeadConfig = read_json(&config_path)?;
-        let model_type = head.model_type.clone().unwrap_or_default();
+        let Some(model_type) = head.model_type.clone().filter(|t| !t.is_empty()) else {
+            return Err(EmbedError::MissingModelType { path: config_path, supported: &["bert"] });
+        };
         if model_type != "bert" {
             return Err(EmbedError::UnsupportedArchitecture {
                 path: config_path,
@@ -83,18 +85,24 @@ impl CrossEncoder {
         let activation = activation(&head, labels, &config_path)?;
         let config: Config = read_json(&config_path)?;
         let device = resolve_device(options.device)?;
-        let mut weights = Weights::load(dir, kind_of(options.dtype), device)?;
-        let encoder = BertModel::load(&mut weights, &config, &config_path)?;
-        let h = config.hidden_size;
-        // The head runs in f32 on the [CLS] state, whatever the encoder's precision.
-        let f32 = |t: Tensor| t.f_to_kind(Kind::Float);
-        let pooler = weights.pp("pooler").pp("dense");
-        let (pooler_weight, pooler_bias) = (f32(pooler.get("weight", &[h, h]))?, f32(pooler.get("bias", &[h]))?);
-        let classifier = weights.pp_root("classifier");
-        let n = labels as i64;
-        let (classifier_weight, classifier_bias) =
-            (f32(classifier.get("weight", &[n, h]))?, f32(classifier.get("bias", &[n]))?);
-        weights.finish()?;
+        let weights = Weights::load(dir, kind_of(options.dtype), device)?;
+        // Shapes are checked against the checkpoint's headers before anything is read.
+        let (encoder, [pooler_weight, pooler_bias, classifier_weight, classifier_bias]) = weights.build(|weights| {
+            let encoder = BertModel::load(weights, &config, &config_path)?;
+            let h = config.hidden_size;
+            // The head runs in f32 on the [CLS] state, whatever the encoder's precision.
+            let f32 = |t: Tensor| t.f_to_kind(Kind::Float);
+            let pooler = weights.pp("pooler").pp("dense");
+            let classifier = weights.pp_root("classifier");
+            let n = labels as i64;
+            let head = [
+                f32(pooler.get("weight", &[h, h]))?,
+                f32(pooler.get("bias", &[h]))?,
+                f32(classifier.get("weight", &[n, h]))?,
+                f32(classifier.get("bias", &[n]))?,
+            ];
+            Ok((encoder, head))
+        })?;
         // What sentence-transformers' CrossEncoder truncates to.
         let limit = crate::tokenize::declared_limit(dir, encoder.max_positions())?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), limit, false)?;

@@ -39,6 +39,38 @@ pub enum EmbedError {
         /// What is supported.
         supported: &'static [&'static str],
     },
+    /// `config.json` names neither a `model_type` nor `architectures`.
+    #[error("{} has no model_type (and no architectures), so the model's architecture is unknown; add the \"model_type\" of the checkpoint it came with (supported model types: {})", path.display(), supported.join(", "))]
+    MissingModelType {
+        /// The config file.
+        path: PathBuf,
+        /// What is supported.
+        supported: &'static [&'static str],
+    },
+    /// `config.json` names an architecture that only runs with the model's own
+    /// Python code (transformers' `trust_remote_code`).
+    #[error("{} describes a {found:?} model, whose architecture exists only as the model's own Python code (trust_remote_code); running such code is out of scope for dartboard-rs. Use a model of a supported type: {}", path.display(), supported.join(", "))]
+    RemoteCodeArchitecture {
+        /// The config file.
+        path: PathBuf,
+        /// `model_type` (or the first of `architectures`).
+        found: String,
+        /// What is supported.
+        supported: &'static [&'static str],
+    },
+    /// A token id, token type id or position lies outside the model's embedding
+    /// tables: the tokenizer does not belong with `config.json`.
+    #[error("{detail}, which {} does not allow; the input came from {}, which does not fit that config.json: {fix}", config.display(), tokenizer.display())]
+    InputOutOfRange {
+        /// The model's config.json.
+        config: PathBuf,
+        /// The tokenizer that produced the input.
+        tokenizer: PathBuf,
+        /// What is out of range (`token id 30600 is not below vocab_size 30522`).
+        detail: String,
+        /// What to do about it.
+        fix: &'static str,
+    },
     /// `modules.json` lists a module this crate does not implement.
     #[error("{} lists module {found:?}, which is not supported; supported modules: {}", path.display(), supported.join(", "))]
     UnsupportedModule {

@@ -8,18 +8,32 @@
 //! numbers, `collections.OrderedDict`, and tensors rebuilt by
 //! `torch._utils._rebuild_tensor_v2` / `_rebuild_parameter` from persistent storage
 //! ids. No arbitrary Python is run, whatever the file says.
+//!
+//! The result is where each tensor lies (dtype, shape, strides, byte range), not its
+//! data: [`crate::weights`] compares shapes with what the model expects first and
+//! reads only tensors that fit. Storages must be stored uncompressed (as
+//! `torch.save` writes them), so a tensor is read in place.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
-use tch::{Kind, Tensor};
+use tch::Kind;
 
-/// Every named tensor in a `torch.save` zip archive (nested dicts are flattened
-/// with `.`-joined keys).
-pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+use crate::weights::Stored;
+
+/// `data.pkl` of a state dict is a few KB to a few MB; the cap keeps a compressed
+/// entry that claims more from inflating without end.
+const MAX_PICKLE: u64 = 256 << 20;
+
+/// Where every named tensor of a `torch.save` zip archive lies in the file (nested
+/// dicts are flattened with `.`-joined keys). Only the archive's directory and its
+/// `data.pkl` are read: no tensor data, so nothing is allocated for a tensor before
+/// its shape has been compared with what the model expects.
+pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Stored)>, String> {
+    let file = dartboard_fs::open_regular(path).map_err(|e| e.to_string())?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| format!("not a zip archive ({e}); legacy pre-1.6 pickles are not supported"))?;
     let pkl_name = archive
@@ -30,26 +44,34 @@ pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
         .ok_or("no data.pkl in the archive")?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_owned();
     let mut pickle = Vec::new();
-    archive.by_name(&pkl_name).map_err(|e| e.to_string())?.read_to_end(&mut pickle).map_err(|e| e.to_string())?;
-    let file_len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    // Each storage is read once (tensors may share one), as raw bytes.
-    let mut cache: HashMap<String, Rc<Tensor>> = HashMap::new();
-    let mut storages = |key: &str| -> Result<Rc<Tensor>, String> {
-        if let Some(t) = cache.get(key) {
-            return Ok(t.clone());
+    archive
+        .by_name(&pkl_name)
+        .map_err(|e| e.to_string())?
+        .take(MAX_PICKLE + 1)
+        .read_to_end(&mut pickle)
+        .map_err(|e| e.to_string())?;
+    if pickle.len() as u64 > MAX_PICKLE {
+        return Err(format!("data.pkl is larger than {MAX_PICKLE} bytes, which no state dict needs"));
+    }
+    // Each storage's place in the file, looked up once (tensors may share one).
+    let mut cache: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut storages = |key: &str| -> Result<(u64, u64), String> {
+        if let Some(found) = cache.get(key) {
+            return Ok(*found);
         }
-        let mut entry = archive.by_name(&format!("{prefix}data/{key}")).map_err(|e| format!("storage {key}: {e}"))?;
-        // torch.save stores entries uncompressed; refusing compressed ones rules
-        // out zip bombs, and the declared size must fit in the file.
-        if entry.compression() != zip::CompressionMethod::Stored || entry.size() > file_len {
-            return Err(format!("storage {key} is compressed or larger than the file"));
+        let entry = archive.by_name(&format!("{prefix}data/{key}")).map_err(|e| format!("storage {key}: {e}"))?;
+        // torch.save stores entries uncompressed, which is what lets a tensor be read
+        // in place; the bytes must also lie inside the file.
+        let start = entry.data_start().ok_or_else(|| format!("storage {key} has no data offset"))?;
+        if entry.compression() != zip::CompressionMethod::Stored
+            || entry.encrypted()
+            || start.checked_add(entry.size()).is_none_or(|end| end > file_len)
+        {
+            return Err(format!("storage {key} is compressed, encrypted or larger than the file"));
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-        let t =
-            Rc::new(Tensor::f_from_data_size(&bytes, &[bytes.len() as i64], Kind::Uint8).map_err(|e| e.to_string())?);
-        cache.insert(key.to_owned(), t.clone());
-        Ok(t)
+        let found = (start, entry.size());
+        cache.insert(key.to_owned(), found);
+        Ok(found)
     };
     let root = Machine::default().run(&pickle, &mut storages)?;
     let mut out = Vec::new();
@@ -76,7 +98,7 @@ enum Value {
         kind: Kind,
         key: String,
     },
-    Tensor(Rc<Tensor>),
+    Tensor(Rc<Stored>),
     Mark,
 }
 
@@ -98,7 +120,7 @@ fn nest(container: u32, child: &Value) -> Result<u32, String> {
     Ok(depth)
 }
 
-fn flatten(prefix: String, value: Value, out: &mut Vec<(String, Tensor)>) -> Result<(), String> {
+fn flatten(prefix: String, value: Value, out: &mut Vec<(String, Stored)>) -> Result<(), String> {
     match value {
         Value::Dict(items, _) => {
             for (k, v) in items {
@@ -109,7 +131,7 @@ fn flatten(prefix: String, value: Value, out: &mut Vec<(String, Tensor)>) -> Res
             Ok(())
         }
         Value::Tensor(t) => {
-            out.push((prefix, t.shallow_clone()));
+            out.push((prefix, Stored::clone(&t)));
             Ok(())
         }
         _ => Ok(()), // metadata such as version numbers
@@ -175,7 +197,7 @@ impl Machine {
     fn run(
         mut self,
         data: &[u8],
-        storage: &mut dyn FnMut(&str) -> Result<Rc<Tensor>, String>,
+        storage: &mut dyn FnMut(&str) -> Result<(u64, u64), String>,
     ) -> Result<Value, String> {
         let mut r = Reader { data, pos: 0 };
         loop {
@@ -366,7 +388,7 @@ fn ints(v: &Value) -> Result<Vec<i64>, String> {
 fn reduce(
     callable: Value,
     args: Value,
-    storage: &mut dyn FnMut(&str) -> Result<Rc<Tensor>, String>,
+    storage: &mut dyn FnMut(&str) -> Result<(u64, u64), String>,
 ) -> Result<Value, String> {
     let Value::Global(name) = callable else { return Err("REDUCE on a non-global".into()) };
     let Value::Tuple(args, _) = args else { return Err("REDUCE arguments are not a tuple".into()) };
@@ -376,9 +398,9 @@ fn reduce(
             let [Value::Storage { kind, key }, Value::Int(offset), size, stride, ..] = args.as_slice() else {
                 return Err("unexpected _rebuild_tensor_v2 arguments".into());
             };
-            let flat = storage(key)?;
-            let flat = flat.f_view_dtype(*kind).map_err(|e| e.to_string())?;
-            let available = flat.numel() as i64;
+            let (start, bytes) = storage(key)?;
+            let element = kind.elt_size_in_bytes() as u64;
+            let available = i64::try_from(bytes / element).map_err(|e| e.to_string())?;
             let (size, stride) = (ints(size)?, ints(stride)?);
             // The view must lie inside its storage and not be larger than it: a
             // zero-stride "expansion" could otherwise ask for any amount of memory.
@@ -399,11 +421,20 @@ fn reduce(
                     "tensor view {size:?}/{stride:?}+{offset} does not fit its storage of {available}"
                 ));
             }
-            let tensor = flat
-                .f_as_strided(size, stride, Some(*offset))
-                .and_then(|t| t.f_contiguous())
-                .map_err(|e| e.to_string())?;
-            Ok(Value::Tensor(Rc::new(tensor)))
+            // From the first element the view reaches to the last: what is read.
+            let span = match last {
+                Some(last) if numel > 0 => last - offset + 1,
+                _ => 0,
+            };
+            Ok(Value::Tensor(Rc::new(Stored {
+                shard: 0,
+                kind: *kind,
+                shape: size,
+                stride,
+                // An empty view reads nothing, and its offset need not lie inside.
+                start: if span > 0 { start + *offset as u64 * element } else { start },
+                span: span as u64,
+            })))
         }
         "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => match args.first() {
             Some(Value::Tensor(t)) => Ok(Value::Tensor(t.clone())),
@@ -442,7 +473,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
-    fn no_storage(_: &str) -> Result<Rc<Tensor>, String> {
+    fn no_storage(_: &str) -> Result<(u64, u64), String> {
         Err("no storage".into())
     }
 
@@ -469,7 +500,6 @@ mod tests {
 
     #[test]
     fn views_must_fit_their_storage() {
-        let storage = Rc::new(Tensor::from_slice(&[0u8; 16])); // four f32
         let tuple = |v: Vec<Value>| Value::Tuple(Rc::new(v), 1);
         let call = |size: Vec<i64>, stride: Vec<i64>| {
             let args = tuple(vec![
@@ -478,7 +508,8 @@ mod tests {
                 tuple(size.into_iter().map(Value::Int).collect()),
                 tuple(stride.into_iter().map(Value::Int).collect()),
             ]);
-            let mut get = |_: &str| -> Result<Rc<Tensor>, String> { Ok(storage.clone()) };
+            // Four f32 at byte 100 of the file.
+            let mut get = |_: &str| -> Result<(u64, u64), String> { Ok((100, 16)) };
             reduce(Value::Global("torch._utils._rebuild_tensor_v2".into()), args, &mut get)
         };
         assert!(call(vec![2, 2], vec![2, 1]).is_ok());

@@ -5,12 +5,13 @@
 //! token types, post-LayerNorm residual blocks. The pooler head is not loaded:
 //! sentence-transformers pools the token embeddings itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
 use super::{Activation, AttentionMask, LayerNorm, Linear};
+use crate::encoder::EncoderLimits;
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder, EncoderInput};
 
@@ -68,7 +69,9 @@ pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     hidden_size: i64,
-    max_positions: i64,
+    limits: EncoderLimits,
+    /// config.json, named when an input does not fit the embedding tables.
+    config_path: PathBuf,
 }
 
 impl BertModel {
@@ -103,16 +106,29 @@ impl BertModel {
             config.num_hidden_layers,
             (config.hidden_size, config.num_attention_heads),
         )?;
-        weights.detect_prefix("embeddings.word_embeddings.weight");
-        let root = weights.pp("");
-        let embeddings = Embeddings::load(&root.pp("embeddings"), config, positions);
-        let encoder = root.pp("encoder").pp("layer");
-        let layers = (0..config.num_hidden_layers).map(|i| Layer::load(&encoder.pp(i), config)).collect();
+        super::check_eps(config_path, "layer_norm_eps", config.layer_norm_eps)?;
         let max_positions = match positions {
             Positions::Absolute => config.max_position_embeddings,
             Positions::AfterPadding(pad) => config.max_position_embeddings - pad - 1,
         };
-        Ok(BertModel { embeddings, layers, hidden_size: config.hidden_size, max_positions })
+        weights.detect_prefix("embeddings.word_embeddings.weight");
+        let root = weights.pp("");
+        let embeddings = Embeddings::load(&root.pp("embeddings"), config, positions);
+        let encoder = root.pp("encoder").pp("layer");
+        let layers =
+            (0..config.num_hidden_layers).map(|i| Layer::load(&encoder.pp(i), config)).collect::<Result<_, _>>()?;
+        Ok(BertModel {
+            embeddings,
+            layers,
+            hidden_size: config.hidden_size,
+            limits: EncoderLimits {
+                vocab_size: config.vocab_size,
+                type_vocab_size: Some(config.type_vocab_size),
+                // Positive: checked against pad_token_id by the RoBERTa loader.
+                max_positions: max_positions.max(0) as usize,
+            },
+            config_path: config_path.to_path_buf(),
+        })
     }
 }
 
@@ -121,11 +137,20 @@ impl Encoder for BertModel {
         self.hidden_size
     }
 
-    fn max_positions(&self) -> usize {
-        self.max_positions as usize
+    fn limits(&self) -> EncoderLimits {
+        self.limits
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
+        let (_, seq) = input.input_ids.size2()?;
+        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
+        super::check_ids(
+            &self.config_path,
+            &[
+                ("token id", &input.input_ids, "vocab_size", self.limits.vocab_size),
+                ("token type id", &input.token_type_ids, "type_vocab_size", self.limits.type_vocab_size.unwrap_or(1)),
+            ],
+        )?;
         let mask = AttentionMask::padding(&input.attention_mask)?;
         let mut hidden = self.embeddings.forward(&input.input_ids, &input.token_type_ids)?;
         for layer in &self.layers {
@@ -180,16 +205,16 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(w: &Scope<'_>, c: &Config) -> Self {
+    fn load(w: &Scope<'_>, c: &Config) -> Result<Self, EmbedError> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let attention = w.pp("attention");
         let this = attention.pp("self");
-        Layer {
+        Ok(Layer {
             qkv: Linear::fuse(&[
                 Linear::load(&this.pp("query"), h, h),
                 Linear::load(&this.pp("key"), h, h),
                 Linear::load(&this.pp("value"), h, h),
-            ]),
+            ])?,
             attention_out: Linear::load(&attention.pp("output").pp("dense"), h, h),
             attention_norm: LayerNorm::load(&attention.pp("output").pp("LayerNorm"), h, c.layer_norm_eps),
             intermediate: Linear::load(&w.pp("intermediate").pp("dense"), h, i),
@@ -197,7 +222,7 @@ impl Layer {
             output: Linear::load(&w.pp("output").pp("dense"), i, h),
             output_norm: LayerNorm::load(&w.pp("output").pp("LayerNorm"), h, c.layer_norm_eps),
             heads: c.num_attention_heads,
-        }
+        })
     }
 
     fn forward(&self, xs: &Tensor, mask: &AttentionMask) -> Result<Tensor, EmbedError> {

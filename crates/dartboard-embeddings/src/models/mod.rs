@@ -20,34 +20,42 @@ pub(crate) use attention::AttentionMask;
 /// `model_type` values this crate can load.
 pub const SUPPORTED: &[&str] = &["bert", "mpnet", "xlm-roberta", "roberta"];
 
-type BuildFn<'a> = dyn Fn(&mut Weights) -> Result<Box<dyn Encoder>, EmbedError> + 'a;
+/// Architectures popular among embedding models that exist only as Python code in
+/// the model's repository (`trust_remote_code`): nomic-embed (`nomic_bert`),
+/// Alibaba's GTE v1.5 (`new`), jina-embeddings v2 (`jina_bert`).
+const REMOTE_CODE: &[&str] = &["nomic-bert", "nomicbertmodel", "new", "newmodel", "jina-bert", "jinabertmodel"];
 
 /// Reads `config.json`, picks the architecture and loads its weights.
 pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn Encoder>, EmbedError> {
     let config_path = dir.join("config.json");
     let header: Header = read_json(&config_path)?;
-    let model_type =
-        header.model_type.or_else(|| header.architectures.and_then(|a| a.into_iter().next())).unwrap_or_default();
-    // Every architecture: load the checkpoint, build the model from it, and refuse
-    // it if any tensor the model asked for was missing or misshapen.
-    let build = |f: &BuildFn<'_>| {
-        let mut weights = Weights::load(dir, kind, device)?;
-        let model = f(&mut weights)?;
-        weights.finish()?;
-        Ok::<_, EmbedError>(model)
+    let Some(model_type) =
+        header.model_type.or_else(|| header.architectures.and_then(|a| a.into_iter().next())).filter(|t| !t.is_empty())
+    else {
+        return Err(EmbedError::MissingModelType { path: config_path, supported: SUPPORTED });
     };
-    let encoder = match model_type.to_ascii_lowercase().replace('_', "-").as_str() {
+    // Every architecture: the checkpoint's headers are checked against the shapes the
+    // model asks for before anything is read (see `Weights::build`).
+    let weights = || Weights::load(dir, kind, device);
+    let encoder: Box<dyn Encoder> = match model_type.to_ascii_lowercase().replace('_', "-").as_str() {
         "bert" | "bertmodel" => {
             let config: bert::Config = read_json(&config_path)?;
-            build(&|w| Ok(Box::new(bert::BertModel::load(w, &config, &config_path)?)))?
+            Box::new(weights()?.build(|w| bert::BertModel::load(w, &config, &config_path))?)
         }
         "xlm-roberta" | "roberta" | "xlmrobertamodel" | "robertamodel" => {
             let config: bert::Config = read_json(&config_path)?;
-            build(&|w| Ok(Box::new(xlm_roberta::load(w, &config, &config_path)?)))?
+            Box::new(weights()?.build(|w| xlm_roberta::load(w, &config, &config_path))?)
         }
         "mpnet" | "mpnetmodel" => {
             let config: mpnet::Config = read_json(&config_path)?;
-            build(&|w| Ok(Box::new(mpnet::MPNetModel::load(w, &config, &config_path)?)))?
+            Box::new(weights()?.build(|w| mpnet::MPNetModel::load(w, &config, &config_path))?)
+        }
+        other if REMOTE_CODE.contains(&other) || header.auto_map.is_some() => {
+            return Err(EmbedError::RemoteCodeArchitecture {
+                path: config_path,
+                found: model_type,
+                supported: SUPPORTED,
+            })
         }
         _ => {
             return Err(EmbedError::UnsupportedArchitecture {
@@ -63,7 +71,8 @@ pub fn load_encoder(dir: &Path, kind: Kind, device: Device) -> Result<Box<dyn En
 /// Rejects sizes a model could not have before any tensor is allocated from them:
 /// a negative width or a billion layers in a hostile config.json must be an error,
 /// not a panic or an out-of-memory. `hidden_and_heads` is `(hidden_size,
-/// num_attention_heads)`, which must also divide evenly into heads.
+/// num_attention_heads)`, which must also divide evenly into heads. Sizes that are
+/// plausible but disagree with the checkpoint are caught by `Weights::build`.
 pub(crate) fn check_sizes(
     config_path: &Path,
     sizes: &[(&str, i64)],
@@ -87,10 +96,73 @@ pub(crate) fn check_sizes(
     if heads < 1 || hidden % heads != 0 {
         return Err(EmbedError::InvalidFile {
             path: config_path.to_path_buf(),
-            reason: format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}"),
+            reason: format!(
+                "hidden_size {hidden} is not a multiple of num_attention_heads {heads}; each head must get an equal share"
+            ),
         });
     }
     Ok(())
+}
+
+/// Rejects a LayerNorm epsilon that is not a positive finite number: with 0 or a
+/// negative one, `1 / sqrt(variance + eps)` turns constant rows into inf or NaN,
+/// and the model would return vectors of NaN without any error.
+pub(crate) fn check_eps(config_path: &Path, name: &str, eps: f64) -> Result<(), EmbedError> {
+    if eps > 0.0 && eps.is_finite() {
+        return Ok(());
+    }
+    Err(EmbedError::InvalidFile {
+        path: config_path.to_path_buf(),
+        reason: format!("{name} is {eps}; it must be a positive finite number (released models use 1e-12 or 1e-5)"),
+    })
+}
+
+/// Fails with [`EmbedError::InputOutOfRange`] when any id in `checks` (`(what,
+/// ids, config key, limit)`) is negative or not below its limit, where libtorch's
+/// embedding lookup would throw an index error. One device round trip whatever the
+/// number of checks, and only when one fails a second to say which id.
+pub(crate) fn check_ids(config_path: &Path, checks: &[(&str, &Tensor, &str, i64)]) -> Result<(), EmbedError> {
+    let mut any_bad: Option<Tensor> = None;
+    for (_, ids, _, limit) in checks {
+        let bad = ids.f_lt(0)?.f_logical_or(&ids.f_ge(*limit)?)?.f_any()?;
+        any_bad = Some(match any_bad {
+            Some(acc) => acc.f_logical_or(&bad)?,
+            None => bad,
+        });
+    }
+    if any_bad.map(|b| b.f_int64_value(&[])).transpose()?.unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    for (what, ids, key, limit) in checks {
+        if ids.numel() == 0 {
+            continue;
+        }
+        let (low, high) = (ids.f_min()?.f_int64_value(&[])?, ids.f_max()?.f_int64_value(&[])?);
+        if low < 0 || high >= *limit {
+            let value = if low < 0 { low } else { high };
+            return Err(EmbedError::InputOutOfRange {
+                config: config_path.to_path_buf(),
+                tokenizer: config_path.with_file_name("tokenizer.json"),
+                detail: format!("{what} {value} is not between 0 and {key} - 1 = {}", limit - 1),
+                fix:
+                    "use the tokenizer that came with these weights (or the config.json that came with this tokenizer)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fails when a sequence of `len` tokens needs more positions than the table has.
+pub(crate) fn check_positions(config_path: &Path, len: i64, max_positions: i64) -> Result<(), EmbedError> {
+    if len <= max_positions {
+        return Ok(());
+    }
+    Err(EmbedError::InputOutOfRange {
+        config: config_path.to_path_buf(),
+        tokenizer: config_path.with_file_name("tokenizer.json"),
+        detail: format!("a sequence of {len} tokens needs more than the {max_positions} positions"),
+        fix: "lower max_seq_length (sentence_bert_config.json) or the tokenizer's model_max_length to at most that",
+    })
 }
 
 /// fairseq's `make_positions`: real tokens are numbered from `pad + 1`, padding
@@ -104,6 +176,8 @@ pub(crate) fn positions_after_padding(input_ids: &Tensor, pad: i64) -> Result<Te
 struct Header {
     model_type: Option<String>,
     architectures: Option<Vec<String>>,
+    /// Present when the model's architecture is Python code in its repository.
+    auto_map: Option<serde_json::Value>,
 }
 
 /// Activation functions as transformers names them in `hidden_act`.
@@ -181,10 +255,10 @@ impl Linear {
     }
 
     /// One layer computing all of `layers` side by side (outputs concatenated).
-    pub fn fuse(layers: &[Linear]) -> Linear {
+    pub fn fuse(layers: &[Linear]) -> Result<Linear, EmbedError> {
         let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
         let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias.as_ref()).collect();
-        Linear { weight: Tensor::cat(&weights, 0), bias: biases.map(|b| Tensor::cat(&b, 0)) }
+        Ok(Linear { weight: Tensor::f_cat(&weights, 0)?, bias: biases.map(|b| Tensor::f_cat(&b, 0)).transpose()? })
     }
 }
 

@@ -6,12 +6,13 @@
 //! and a T5-style relative position bias computed once from a bucket table shared by
 //! every layer and added to the attention scores.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::{positions_after_padding, Activation, AttentionMask, LayerNorm, Linear};
+use crate::encoder::EncoderLimits;
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder, EncoderInput};
 
@@ -66,7 +67,9 @@ pub struct MPNetModel {
     layers: Vec<Layer>,
     hidden_size: i64,
     heads: i64,
-    max_positions: i64,
+    limits: EncoderLimits,
+    /// config.json, named when an input does not fit the embedding tables.
+    config_path: PathBuf,
 }
 
 impl MPNetModel {
@@ -85,10 +88,24 @@ impl MPNetModel {
             c.num_hidden_layers,
             (c.hidden_size, c.num_attention_heads),
         )?;
+        super::check_eps(config_path, "layer_norm_eps", c.layer_norm_eps)?;
         if c.max_position_embeddings <= PADDING_IDX + 1 {
             return Err(EmbedError::InvalidFile {
                 path: config_path.to_path_buf(),
-                reason: "max_position_embeddings leaves no positions after the padding id".to_owned(),
+                reason: format!(
+                    "max_position_embeddings is {}; it must be more than {}, the positions MPNet numbers after the padding id",
+                    c.max_position_embeddings,
+                    PADDING_IDX + 1
+                ),
+            });
+        }
+        if c.relative_attention_num_buckets < BUCKETS {
+            return Err(EmbedError::InvalidFile {
+                path: config_path.to_path_buf(),
+                reason: format!(
+                    "relative_attention_num_buckets is {}; it must be at least {BUCKETS}, the buckets MPNet computes",
+                    c.relative_attention_num_buckets
+                ),
             });
         }
         weights.detect_prefix("embeddings.word_embeddings.weight");
@@ -103,10 +120,15 @@ impl MPNetModel {
             relative_bias: encoder
                 .pp("relative_attention_bias")
                 .get("weight", &[c.relative_attention_num_buckets, c.num_attention_heads]),
-            layers: (0..c.num_hidden_layers).map(|i| Layer::load(&layer.pp(i), c)).collect(),
+            layers: (0..c.num_hidden_layers).map(|i| Layer::load(&layer.pp(i), c)).collect::<Result<_, _>>()?,
             hidden_size: c.hidden_size,
             heads: c.num_attention_heads,
-            max_positions: c.max_position_embeddings - PADDING_IDX - 1,
+            limits: EncoderLimits {
+                vocab_size: c.vocab_size,
+                type_vocab_size: None,
+                max_positions: (c.max_position_embeddings - PADDING_IDX - 1) as usize,
+            },
+            config_path: config_path.to_path_buf(),
         })
     }
 
@@ -148,12 +170,15 @@ impl Encoder for MPNetModel {
         self.hidden_size
     }
 
-    fn max_positions(&self) -> usize {
-        self.max_positions as usize
+    fn limits(&self) -> EncoderLimits {
+        self.limits
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
         let (_, seq) = input.input_ids.size2()?;
+        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
+        // Token types are not used by MPNet, so any value is fine there.
+        super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
         let positions = positions_after_padding(&input.input_ids, PADDING_IDX)?;
         let words = Tensor::f_embedding(&self.word, &input.input_ids, -1, false, false)?;
         let pos = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;
@@ -179,23 +204,23 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(w: &Scope<'_>, c: &Config) -> Self {
+    fn load(w: &Scope<'_>, c: &Config) -> Result<Self, EmbedError> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let attention = w.pp("attention");
         let attn = attention.pp("attn");
-        Layer {
+        Ok(Layer {
             qkv: Linear::fuse(&[
                 Linear::load(&attn.pp("q"), h, h),
                 Linear::load(&attn.pp("k"), h, h),
                 Linear::load(&attn.pp("v"), h, h),
-            ]),
+            ])?,
             o: Linear::load(&attn.pp("o"), h, h),
             attention_norm: LayerNorm::load(&attention.pp("LayerNorm"), h, c.layer_norm_eps),
             intermediate: Linear::load(&w.pp("intermediate").pp("dense"), h, i),
             activation: c.hidden_act,
             output: Linear::load(&w.pp("output").pp("dense"), i, h),
             output_norm: LayerNorm::load(&w.pp("output").pp("LayerNorm"), h, c.layer_norm_eps),
-        }
+        })
     }
 
     fn forward(&self, xs: &Tensor, mask: &AttentionMask, heads: i64) -> Result<Tensor, EmbedError> {

@@ -16,7 +16,16 @@ use crate::EmbedError;
 /// Loads an XLM-R / RoBERTa encoder. `config.json` has BERT's keys; `pad_token_id`
 /// (1 in every released checkpoint) sets where positions start.
 pub fn load(weights: &mut Weights, config: &Config, config_path: &Path) -> Result<BertModel, EmbedError> {
-    if config.max_position_embeddings <= config.pad_token_id + 1 {
+    if config.pad_token_id < 0 {
+        return Err(EmbedError::InvalidFile {
+            path: config_path.to_path_buf(),
+            reason: format!(
+                "pad_token_id is {}; it must be 0 or more (positions are numbered after it)",
+                config.pad_token_id
+            ),
+        });
+    }
+    if config.max_position_embeddings <= config.pad_token_id.saturating_add(1) {
         return Err(EmbedError::InvalidFile {
             path: config_path.to_path_buf(),
             reason: format!(
