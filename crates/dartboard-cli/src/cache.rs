@@ -24,9 +24,11 @@ pub enum CacheCommand {
     List,
     /// Total size of the cache.
     Size,
-    /// Delete a model from the cache.
+    /// Delete a model, or one revision of it, from the cache.
     Rm {
-        /// NAME or ORG/NAME.
+        /// NAME or ORG/NAME (the whole model), or ORG/NAME@REVISION (that revision,
+        /// its refs, and the files no other revision uses). Always a cached model,
+        /// never a directory.
         model: String,
     },
     /// Re-hash every stored file against the hash it is named by.
@@ -41,8 +43,10 @@ pub enum CacheCommand {
     Import {
         /// The model directory.
         dir: PathBuf,
-        /// The name to store it under.
-        #[arg(long = "as", value_name = "ORG/NAME")]
+        /// The name to store it under; ORG/NAME@REF also points the branch or tag REF
+        /// at it (instead of `main`), and ORG/NAME@<commit hash> records it as that
+        /// commit without moving any ref.
+        #[arg(long = "as", value_name = "ORG/NAME[@REVISION]")]
         name: String,
         /// Commit hash to record; by default one is derived from the files' hashes.
         #[arg(long)]
@@ -82,8 +86,18 @@ pub fn run(command: CacheCommand) -> Result<()> {
         }
         CacheCommand::Size => println!("{}  {}", human(store.total_size()?), store.root().display()),
         CacheCommand::Rm { model } => {
-            let freed = store.remove(&model)?;
-            println!("removed {model} ({})", human(freed));
+            let removed = store.remove(&model)?;
+            match &removed.commit {
+                None => println!("removed {} ({})", removed.repo_id, human(removed.freed)),
+                Some(commit) => {
+                    let refs = if removed.refs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", refs {}", removed.refs.join(", "))
+                    };
+                    println!("removed {}@{commit}{refs} ({})", removed.repo_id, human(removed.freed));
+                }
+            }
         }
         CacheCommand::Verify { model, repair } => {
             let problems = store.verify(model.as_deref())?;
@@ -112,15 +126,37 @@ pub fn run(command: CacheCommand) -> Result<()> {
             }
         }
         CacheCommand::Import { dir, name, revision } => {
-            let commit = match revision {
-                Some(r) => r,
-                None => dartboard_hub::content_commit(&dir)?,
+            // The name first: a bad one is reported as such, before the directory is read.
+            let Some((repo_id, rev)) = ModelRef::parse_hub(&name)?
+                .repo_id()
+                .map(|id| (id.to_owned(), name.split_once('@').map(|(_, rev)| rev.to_owned())))
+            else {
+                bail!("--as takes a Hub name such as org/name");
             };
-            let files = store.import_dir(&dir, &name, &commit, "main")?;
-            println!("imported {} as {name}@{commit} -> {}", dir.display(), files.dir().display());
+            let rev_is_commit = rev.as_deref().is_some_and(is_commit_hash);
+            let commit = match (rev.as_deref().filter(|_| rev_is_commit), revision) {
+                (Some(a), Some(b)) if !a.eq_ignore_ascii_case(&b) => {
+                    bail!("--as {name} and --revision {b} name two different commits; give one")
+                }
+                (Some(c), _) => c.to_ascii_lowercase(),
+                (None, Some(r)) => r,
+                (None, None) => dartboard_hub::content_commit(&dir)?,
+            };
+            let ref_name = match rev {
+                Some(_) if rev_is_commit => None,
+                Some(r) => Some(r),
+                None => Some("main".to_owned()),
+            };
+            let files = store.import_dir_at(&dir, &repo_id, &commit, ref_name.as_deref())?;
+            let as_ref = ref_name.map(|r| format!(" ({r})")).unwrap_or_default();
+            println!("imported {} as {repo_id}@{commit}{as_ref} -> {}", dir.display(), files.dir().display());
         }
     }
     Ok(())
+}
+
+fn is_commit_hash(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn human(bytes: u64) -> String {

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha1::Digest as _;
@@ -125,10 +126,12 @@ impl ModelStore {
         let dir = self.root().join(".locks").join(self.repo_dir(repo_id).file_name().expect("repo dir has a name"));
         create_dir_all(&dir)?;
         let path = dir.join(format!("{etag}.lock"));
+        // O_NONBLOCK: should a FIFO sit there, opening fails instead of waiting forever.
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(&path)
             .map_err(HubError::io("opening lock", &path))?;
         file.lock().map_err(HubError::io("locking", &path))?;
@@ -252,13 +255,16 @@ fn write_error(e: std::io::Error, root: &Path, partial: &Path, size: u64) -> Hub
 /// it already holds, so a resumed download is verified as a whole.
 fn open_partial(partial: &Path, file: &RemoteFile) -> Result<(File, BlobHasher, u64), HubError> {
     let mut hasher = BlobHasher::new(file);
-    let mut have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
-    if have > file.size {
+    // Anything but a regular file there (a FIFO would block the open below, a link
+    // could point anywhere) is not a download of ours: start afresh.
+    let regular = fs::symlink_metadata(partial).ok().filter(|m| m.file_type().is_file());
+    let mut have = regular.as_ref().map_or(0, |m| m.len());
+    if regular.is_none() || have > file.size {
         remove(partial);
         have = 0;
     }
     if have > 0 {
-        let mut existing = File::open(partial).map_err(HubError::io("reading", partial))?;
+        let mut existing = dartboard_fs::open_regular(partial)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = existing.read(&mut buf).map_err(HubError::io("reading", partial))?;

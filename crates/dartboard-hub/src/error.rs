@@ -135,15 +135,39 @@ pub enum HubError {
         /// The hash it has.
         actual: String,
     },
-    /// An I/O error on a named path.
-    #[error("{action} {}: {source}", path.display())]
+    /// An I/O error on a named path. The OS text is the source only, so a chain
+    /// printed with `{:#}` shows it once.
+    #[error("{action} {} failed", path.display())]
     Io {
         /// What was being done (`reading`, `creating`, ...).
         action: &'static str,
         /// The path involved.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
+    },
+    /// A file the cache holds cannot be read safely: missing, not a regular file (a
+    /// FIFO, a device such as `/dev/zero`), or larger than its kind allows.
+    #[error(transparent)]
+    File(#[from] dartboard_fs::FsError),
+    /// A file or link in a directory given to `cache import` that cannot be imported.
+    #[error("cannot import {}: {reason}", path.display())]
+    CannotImport {
+        /// The entry.
+        path: PathBuf,
+        /// What it is and what to do instead.
+        reason: String,
+    },
+    /// `cache rm ORG/NAME@REV` named a revision the cache does not hold.
+    #[error("{repo_id} has no cached revision {revision:?}; cached: {}", if cached.is_empty() { "none".to_owned() } else { cached.join(", ") })]
+    RevisionNotCached {
+        /// The repo.
+        repo_id: String,
+        /// The revision asked for.
+        revision: String,
+        /// The commits and refs that are cached.
+        cached: Vec<String>,
     },
 }
 

@@ -38,7 +38,7 @@ pub mod progress;
 mod remote;
 mod store;
 
-pub use cache::{CachedRepo, CachedRevision, Problem};
+pub use cache::{CachedRepo, CachedRevision, Problem, Removed};
 pub use download::is_wanted;
 pub use error::HubError;
 pub use files::ModelFiles;

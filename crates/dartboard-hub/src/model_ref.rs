@@ -33,6 +33,15 @@ impl ModelRef {
             }
             return Err(HubError::NoSuchDirectory { path: path.to_path_buf() });
         }
+        Self::parse_hub(reference)
+    }
+
+    /// Parses a Hub name (`NAME`, `ORG/NAME`, optionally `@REVISION`) without looking
+    /// at the file system: for commands that only ever take a cached model (`cache rm`,
+    /// `cache verify`, the name given to `cache import --as`), where a directory of the
+    /// same name in the current directory means nothing.
+    pub fn parse_hub(reference: &str) -> Result<Self, HubError> {
+        let trimmed = reference.trim();
         let (name, revision) = match trimmed.split_once('@') {
             Some((name, rev)) => (name, rev),
             None => (trimmed, "main"),
@@ -139,6 +148,21 @@ mod tests {
     }
 
     #[test]
+    fn hub_names_ignore_directories() {
+        // A directory would win in `parse`; `parse_hub` never looks (the CLI test
+        // `cache_rm_takes_a_hub_name_even_where_a_directory_has_that_name` runs it in
+        // such a directory).
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().to_str().unwrap();
+        assert!(matches!(ModelRef::parse_hub(s), Err(HubError::InvalidReference { .. })));
+        assert_eq!(ModelRef::parse_hub("org/name@v1").unwrap(), hub("org/name", "v1"));
+        assert_eq!(
+            ModelRef::parse_hub("all-MiniLM-L6-v2").unwrap(),
+            hub("sentence-transformers/all-MiniLM-L6-v2", "main")
+        );
+    }
+
+    #[test]
     fn directories_win() {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().to_str().unwrap();
@@ -160,6 +184,11 @@ mod tests {
             "x y",
         ] {
             assert!(ModelRef::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+        // Without the file system, a path is just an invalid name.
+        for bad in ["../../evil", "/abs", "./x", "org/m@../x"] {
+            let err = ModelRef::parse_hub(bad).unwrap_err();
+            assert!(matches!(err, HubError::InvalidReference { .. }), "{bad}: {err}");
         }
         let err = ModelRef::parse("/definitely/not/here").unwrap_err();
         assert!(matches!(err, HubError::NoSuchDirectory { .. }), "{err}");

@@ -2,6 +2,8 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::download::BlobHasher;
+use crate::remote::RemoteFile;
 use crate::{git_blob_sha1, sha256_file, HubError, ModelFiles, ModelRef};
 
 /// The model cache: a directory in the Hugging Face hub cache layout.
@@ -63,17 +65,17 @@ impl ModelStore {
     }
 
     /// The commit a revision names: itself if it is a commit hash with a snapshot,
-    /// else what `refs/<revision>` records.
-    fn commit_for(&self, repo_dir: &Path, revision: &str) -> Result<Option<String>, HubError> {
+    /// else what `refs/<revision>` records. A ref that is not a small regular file (a
+    /// FIFO, a link to `/dev/zero`) is an error naming it, never read without end.
+    pub(crate) fn commit_for(&self, repo_dir: &Path, revision: &str) -> Result<Option<String>, HubError> {
         if is_commit_hash(revision) && repo_dir.join("snapshots").join(revision).is_dir() {
             return Ok(Some(revision.to_owned()));
         }
         let ref_file = repo_dir.join("refs").join(revision);
-        match fs::read_to_string(&ref_file) {
-            Ok(commit) if is_commit_hash(commit.trim()) => Ok(Some(commit.trim().to_owned())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(HubError::Io { action: "reading", path: ref_file, source: e }),
+        match read_ref(&ref_file) {
+            Ok(commit) => Ok(Some(commit).filter(|c| is_commit_hash(c))),
+            Err(dartboard_fs::FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -81,11 +83,33 @@ impl ModelStore {
     /// `refs/<ref_name>` at it. Blobs are written under a temporary name, synced and
     /// renamed, so a crash never leaves a partial file visible.
     pub fn import_dir(&self, src: &Path, repo_id: &str, commit: &str, ref_name: &str) -> Result<ModelFiles, HubError> {
-        let model = ModelRef::parse(repo_id)?;
-        let Some(repo_id) = model.repo_id() else {
+        self.import_dir_at(src, repo_id, commit, Some(ref_name))
+    }
+
+    /// [`ModelStore::import_dir`], with the ref optional: without one the snapshot is
+    /// reachable by its commit only (`ORG/NAME@<commit>`), as when huggingface_hub
+    /// downloads a commit.
+    ///
+    /// Every entry of `src` must be a regular file, a directory, or a symbolic link to
+    /// a regular file (a hub-layout snapshot is made of links into `../../blobs`, so
+    /// links are followed wherever they lead). Links to directories are refused, since
+    /// one could loop (`self -> .`) or copy what is not the model, and so are FIFOs,
+    /// devices, sockets and dangling links: each is an error naming it, before anything
+    /// is written. Files are created under the user's umask, as huggingface_hub does.
+    pub fn import_dir_at(
+        &self,
+        src: &Path,
+        repo_id: &str,
+        commit: &str,
+        ref_name: Option<&str>,
+    ) -> Result<ModelFiles, HubError> {
+        // The name first: `../../evil` is a bad name, whatever is on disk.
+        let model = ModelRef::parse_hub(repo_id)?;
+        let (Some(repo_id), false) = (model.repo_id(), repo_id.contains('@')) else {
             return Err(HubError::InvalidReference {
                 reference: repo_id.to_owned(),
-                reason: "import needs a Hub name such as org/name".to_owned(),
+                reason: "import needs a Hub name such as org/name, without @REVISION (the revision is given apart)"
+                    .to_owned(),
             });
         };
         if !is_commit_hash(commit) {
@@ -94,27 +118,44 @@ impl ModelStore {
                 reason: "a snapshot revision must be a 40-character commit hash".to_owned(),
             });
         }
-        // Validate the ref the same way user-given revisions are validated.
-        ModelRef::parse(&format!("{repo_id}@{ref_name}"))?;
+        if let Some(ref_name) = ref_name {
+            // Validate the ref the same way user-given revisions are validated.
+            ModelRef::parse_hub(&format!("{repo_id}@{ref_name}"))?;
+        }
+        if !src.is_dir() {
+            return Err(HubError::NoSuchDirectory { path: src.to_path_buf() });
+        }
+        let relatives = list_files(src)?;
         ModelFiles::open(src, None, None)?;
 
         let repo_dir = self.repo_dir(repo_id);
         let blobs = repo_dir.join("blobs");
         let snapshot = repo_dir.join("snapshots").join(commit);
         create_dir_all(&blobs)?;
-        for relative in list_files(src)? {
+        for relative in relatives {
             let file = src.join(&relative);
-            let size = fs::metadata(&file).map_err(HubError::io("reading", &file))?.len();
+            let size = dartboard_fs::check_regular(&file)?.len();
             let etag = if is_lfs(&relative, size) { sha256_file(&file)? } else { git_blob_sha1(&file)? };
             let blob = blobs.join(&etag);
             if !blob.is_file() {
-                copy_atomic(&file, &blob)?;
+                copy_atomic(
+                    &file,
+                    &blob,
+                    &RemoteFile { path: relative.to_string_lossy().into_owned(), size, etag: etag.clone() },
+                )?;
             }
             link_into_snapshot(&snapshot, &relative, &etag)?;
         }
-        write_atomic(&repo_dir.join("refs").join(ref_name), commit.as_bytes())?;
+        if let Some(ref_name) = ref_name {
+            write_atomic(&repo_dir.join("refs").join(ref_name), commit.as_bytes())?;
+        }
         ModelFiles::open(snapshot, Some(repo_id.to_owned()), Some(commit.to_owned()))
     }
+}
+
+/// Reads a `refs/<name>` file: a small regular file holding a commit hash.
+pub(crate) fn read_ref(path: &Path) -> Result<String, dartboard_fs::FsError> {
+    Ok(dartboard_fs::read_to_string_capped(path, dartboard_fs::limits::REF)?.trim().to_owned())
 }
 
 /// A stand-in commit id for a directory that has none (an imported fine-tuned
@@ -169,6 +210,8 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<(), HubError> {
     fs::create_dir_all(dir).map_err(HubError::io("creating directory", dir))
 }
 
+/// Every file under `src` (relative paths, sorted), refusing what cannot be imported;
+/// see [`ModelStore::import_dir_at`].
 fn list_files(src: &Path) -> Result<Vec<PathBuf>, HubError> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -181,10 +224,35 @@ fn list_files(src: &Path) -> Result<Vec<PathBuf>, HubError> {
                 continue;
             }
             let path = entry.path();
-            if path.is_dir() {
+            // The entry itself, not what a link points to: links are judged below.
+            let file_type = entry.file_type().map_err(HubError::io("reading", &path))?;
+            if file_type.is_dir() {
                 stack.push(relative.join(&name));
-            } else if path.is_file() {
-                out.push(relative.join(&name));
+                continue;
+            }
+            if file_type.is_symlink() && fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                return Err(HubError::CannotImport {
+                    path,
+                    reason: "it is a symbolic link to a directory, which is not followed (it could loop or lead \
+                             outside the model); put the directory itself in its place"
+                        .to_owned(),
+                });
+            }
+            match dartboard_fs::check_regular(&path) {
+                Ok(_) => out.push(relative.join(&name)),
+                Err(dartboard_fs::FsError::NotRegular { kind, .. }) => {
+                    return Err(HubError::CannotImport {
+                        path,
+                        reason: format!(
+                            "it is {}{kind}, not a regular file; remove it or put the file it stands for in its place",
+                            if file_type.is_symlink() { "a symbolic link to " } else { "" }
+                        ),
+                    })
+                }
+                Err(dartboard_fs::FsError::Io { source, .. }) if file_type.is_symlink() => {
+                    return Err(HubError::Io { action: "following the symbolic link", path, source })
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -192,24 +260,45 @@ fn list_files(src: &Path) -> Result<Vec<PathBuf>, HubError> {
     Ok(out)
 }
 
-pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), HubError> {
+/// Copies `from` to `to` through a temporary file, hashing what is copied: the blob
+/// gets its name only if the bytes written hash to it (the file may have changed
+/// since it was hashed). The file gets the user's umask, as huggingface_hub's do.
+pub(crate) fn copy_atomic(from: &Path, to: &Path, expected: &RemoteFile) -> Result<(), HubError> {
+    use std::io::Read as _;
     let dir = to.parent().expect("blob paths have a parent");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".import-")
-        .suffix(".incomplete")
-        .tempfile_in(dir)
-        .map_err(HubError::io("creating a temporary file in", dir))?;
-    let mut src = fs::File::open(from).map_err(HubError::io("reading", from))?;
-    std::io::copy(&mut src, tmp.as_file_mut()).map_err(HubError::io("writing", tmp.path()))?;
+    let mut src = dartboard_fs::open_regular(from)?;
+    let mut tmp = dartboard_fs::temp_file_in(dir).map_err(HubError::io("creating a temporary file in", dir))?;
+    let mut hasher = BlobHasher::new(expected);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(HubError::io("reading", from))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        copied += n as u64;
+        tmp.write_all(&buf[..n]).map_err(HubError::io("writing", tmp.path()))?;
+    }
+    let actual = hasher.finish();
+    if actual != expected.etag || copied != expected.size {
+        return Err(HubError::HashMismatch {
+            path: from.to_path_buf(),
+            algorithm: if expected.is_lfs() { "sha256" } else { "git-sha1" },
+            expected: expected.etag.clone(),
+            actual: format!("{actual} ({copied} bytes; it changed while it was imported, import again)"),
+        });
+    }
     tmp.as_file().sync_all().map_err(HubError::io("syncing", tmp.path()))?;
     tmp.persist(to).map_err(|e| HubError::Io { action: "renaming into", path: to.to_path_buf(), source: e.error })?;
     Ok(())
 }
 
+/// Writes a small file (a ref) atomically, under the user's umask.
 pub(crate) fn write_atomic(to: &Path, contents: &[u8]) -> Result<(), HubError> {
     let dir = to.parent().expect("ref paths have a parent");
     create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(HubError::io("creating a temporary file in", dir))?;
+    let mut tmp = dartboard_fs::temp_file_in(dir).map_err(HubError::io("creating a temporary file in", dir))?;
     tmp.write_all(contents).map_err(HubError::io("writing", tmp.path()))?;
     tmp.as_file().sync_all().map_err(HubError::io("syncing", tmp.path()))?;
     tmp.persist(to).map_err(|e| HubError::Io { action: "renaming into", path: to.to_path_buf(), source: e.error })?;
@@ -254,10 +343,40 @@ fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
 
     const COMMIT: &str = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41";
+
+    pub(crate) fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+    }
+
+    /// Runs `f`, failing the test (instead of hanging it) if it does not return in time:
+    /// what these tests guard against is a read that never ends.
+    pub(crate) fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("hung: a special file was read or waited on")
+    }
+
+    /// The chain as the CLI prints it with `{:#}`.
+    pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut source = e.source();
+        while let Some(inner) = source {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        s
+    }
 
     fn fake_model(dir: &Path) {
         fs::create_dir_all(dir.join("1_Pooling")).unwrap();
@@ -333,5 +452,128 @@ mod tests {
         assert!(store.import_dir(src.path(), "../evil", COMMIT, "main").is_err());
         assert!(store.import_dir(src.path(), "org/name", "notacommit", "main").is_err());
         assert!(store.import_dir(src.path(), "org/name", COMMIT, "../x").is_err());
+    }
+
+    #[test]
+    fn import_refuses_directory_links_and_special_files_by_name() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = ModelStore::new(cache.path());
+        let import = |src: &Path| {
+            let src = src.to_path_buf();
+            let store = store.clone();
+            within(move || store.import_dir(&src, "org/name", COMMIT, "main"))
+        };
+
+        // A loop: never followed, named.
+        let src = tempfile::tempdir().unwrap();
+        fake_model(src.path());
+        std::os::unix::fs::symlink(".", src.path().join("self")).unwrap();
+        let err = import(src.path()).unwrap_err();
+        assert!(matches!(err, HubError::CannotImport { .. }), "{err}");
+        assert!(err.to_string().contains("self") && err.to_string().contains("directory"), "{err}");
+        assert!(content_commit(src.path()).is_err());
+
+        // A link to a directory elsewhere.
+        let src = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fake_model(src.path());
+        std::os::unix::fs::symlink(elsewhere.path(), src.path().join("extra")).unwrap();
+        let err = import(src.path()).unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+
+        // A FIFO, a link to a device, a dangling link: each named.
+        for (name, make) in [
+            ("pipe", &(|p: &Path| mkfifo(p)) as &dyn Fn(&Path)),
+            ("zero", &|p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+            ("dangling", &|p: &Path| std::os::unix::fs::symlink("no-such-file", p).unwrap()),
+        ] {
+            let src = tempfile::tempdir().unwrap();
+            fake_model(src.path());
+            make(&src.path().join("1_Pooling").join(name));
+            let err = import(src.path()).unwrap_err();
+            assert!(chain(&err).contains(name), "{name}: {}", chain(&err));
+            if name != "dangling" {
+                assert!(matches!(err, HubError::CannotImport { .. }), "{err}");
+                assert!(err.to_string().contains("not a regular file"), "{err}");
+            }
+        }
+        assert!(!cache.path().join("models--org--name").join("refs").exists(), "nothing was imported");
+
+        // A link to a regular file is followed: a hub-layout snapshot is made of them.
+        let src = tempfile::tempdir().unwrap();
+        fake_model(src.path());
+        fs::rename(src.path().join("config.json"), src.path().join("real-config")).unwrap();
+        std::os::unix::fs::symlink("real-config", src.path().join("config.json")).unwrap();
+        let files = import(src.path()).unwrap();
+        assert_eq!(fs::read_to_string(files.path("config.json")).unwrap(), "{}");
+    }
+
+    #[test]
+    fn import_validates_the_name_before_the_directory() {
+        let store = ModelStore::new(tempfile::tempdir().unwrap().path());
+        let absent = Path::new("/no/such/model/dir");
+        for name in ["../../evil", "org/name@v1"] {
+            let err = store.import_dir(absent, name, COMMIT, "main").unwrap_err();
+            assert!(matches!(err, HubError::InvalidReference { .. }), "{name}: {err}");
+        }
+        let err = store.import_dir(absent, "org/name", COMMIT, "main").unwrap_err();
+        assert!(matches!(err, HubError::NoSuchDirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn imported_files_follow_the_umask() {
+        let src = tempfile::tempdir().unwrap();
+        fake_model(src.path());
+        let cache = tempfile::tempdir().unwrap();
+        let store = ModelStore::new(cache.path());
+        store.import_dir(src.path(), "org/name", COMMIT, "main").unwrap();
+        // std::fs::write creates with 0666 masked by the umask, as huggingface_hub does.
+        let plain = cache.path().join("plain");
+        fs::write(&plain, b"").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let repo = cache.path().join("models--org--name");
+        let mut checked = vec![repo.join("refs/main")];
+        checked.extend(fs::read_dir(repo.join("blobs")).unwrap().map(|e| e.unwrap().path()));
+        for path in checked {
+            assert_eq!(mode(&path), mode(&plain), "{}", path.display());
+        }
+        assert_ne!(mode(&plain), 0o600, "the test needs a umask that lets group or others read (022 is usual)");
+    }
+
+    #[test]
+    fn a_ref_that_is_not_a_small_regular_file_is_an_error_naming_it() {
+        let src = tempfile::tempdir().unwrap();
+        fake_model(src.path());
+        let cache = tempfile::tempdir().unwrap();
+        let store = ModelStore::new(cache.path());
+        store.import_dir(src.path(), "org/name", COMMIT, "main").unwrap();
+        let main = cache.path().join("models--org--name/refs/main");
+        for make in [
+            &(|p: &Path| mkfifo(p)) as &dyn Fn(&Path),
+            &|p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            &|p: &Path| fs::write(p, vec![b'a'; 4096]).unwrap(),
+        ] {
+            fs::remove_file(&main).unwrap();
+            make(&main);
+            let store = store.clone();
+            let err = within(move || store.resolve(&ModelRef::parse("org/name").unwrap())).unwrap_err();
+            assert!(matches!(err, HubError::File(_)), "{err}");
+            assert!(err.to_string().contains(&main.display().to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn io_errors_print_the_os_text_once() {
+        let src = tempfile::tempdir().unwrap();
+        fake_model(src.path());
+        // A cache root under a regular file: creating directories there fails.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = ModelStore::new(file.path().join("cache")).import_dir(src.path(), "org/name", COMMIT, "main");
+        let err = err.unwrap_err();
+        assert!(matches!(err, HubError::Io { .. }), "{err}");
+        let os_text = std::io::Error::from_raw_os_error(libc::ENOTDIR).to_string();
+        let os_text = os_text.split(" (os error").next().unwrap();
+        assert_eq!(chain(&err).matches(os_text).count(), 1, "{}", chain(&err));
+        assert!(err.to_string().contains(&file.path().display().to_string()), "{err}");
     }
 }
