@@ -15,6 +15,7 @@
 
 mod bench;
 mod setup;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
