@@ -196,3 +196,32 @@ mod tests {
         assert!((spearman(&[1., 2., 2., 3.], &[1., 3., 2., 4.]) - 0.9486832980505139).abs() < 1e-12);
     }
 }
+
+/// Runs a command like [`run`], but fails the test if it has not finished after
+/// `secs` seconds (the child is killed): for commands that must not hang. Output goes
+/// to files, so a chatty child cannot block on a full pipe.
+pub fn run_within(cmd: &mut Command, secs: u64) -> Run {
+    let (stdout, stderr) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child =
+        cmd.stdout(stdout.try_clone().unwrap()).stderr(stderr.try_clone().unwrap()).spawn().expect("command starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting on the command") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {secs} s (killed): {cmd:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Run { ok: status.success(), code: status.code(), stdout: read(stdout), stderr: read(stderr) }
+}

@@ -163,6 +163,12 @@ fn each_failure_has_its_own_message() {
 
     let err = get(&hub(&stub, cache.path()), "org/nope");
     assert!(matches!(err, HubError::RepoNotFound { .. }) && err.to_string().contains("HF_TOKEN"), "{err}");
+    // With a token the Hub answers 404 (not 401), on the revision endpoint too; its
+    // X-Error-Code still says the repo is unknown, not the revision.
+    let with_token = ModelHub::new(cache.path(), config(&stub).with_token(Some("hf_any".into())));
+    let err = get(&with_token, "org/nope");
+    assert!(matches!(err, HubError::RepoNotFound { has_token: true, .. }), "{err}");
+    assert!(!err.to_string().contains("revision"), "{err}");
     let err = get(&hub(&stub, cache.path()), "org/tiny@v9");
     assert!(matches!(err, HubError::RevisionNotFound { .. }) && err.to_string().contains("v9"), "{err}");
     let err = get(&hub(&stub, cache.path()), "org/gated");
@@ -481,4 +487,23 @@ fn an_incomplete_cached_snapshot_is_completed_not_refused() {
     assert!(offline.resolve(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).is_err());
     let again = hub(&stub, cache.path()).resolve(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).unwrap();
     assert!(again.path("model.safetensors").is_file());
+}
+
+#[test]
+fn downloaded_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let stub = HubStub::start(vec![tiny_repo("org/tiny")]);
+    let cache = tempfile::tempdir().unwrap();
+    hub(&stub, cache.path()).prefetch(&ModelRef::parse("org/tiny").unwrap(), &NoProgress).unwrap();
+    // std::fs::write creates with 0666 masked by the umask, as huggingface_hub does.
+    let plain = cache.path().join("plain");
+    std::fs::write(&plain, b"").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let repo = cache.path().join("models--org--tiny");
+    let mut written = vec![repo.join("refs/main")];
+    written.extend(blobs(cache.path(), "org/tiny").into_iter().map(|b| repo.join("blobs").join(b)));
+    for path in written {
+        assert_eq!(mode(&path), mode(&plain), "{}", path.display());
+    }
+    assert_ne!(mode(&plain), 0o600, "the test needs a umask that lets others read (022 is usual)");
 }
