@@ -79,6 +79,9 @@ pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Stored)>, String> {
     Ok(out)
 }
 
+/// Looks up a storage by key: where its bytes start in the file, and how many there are.
+type Storages<'a> = dyn FnMut(&str) -> Result<(u64, u64), String> + 'a;
+
 /// A state dict nests a few levels; anything deeper is hostile (and would recurse
 /// on drop).
 const MAX_DEPTH: u32 = 32;
@@ -194,11 +197,7 @@ impl Machine {
         Ok(())
     }
 
-    fn run(
-        mut self,
-        data: &[u8],
-        storage: &mut dyn FnMut(&str) -> Result<(u64, u64), String>,
-    ) -> Result<Value, String> {
+    fn run(mut self, data: &[u8], storage: &mut Storages<'_>) -> Result<Value, String> {
         let mut r = Reader { data, pos: 0 };
         loop {
             let op = r.u8()?;
@@ -385,11 +384,7 @@ fn ints(v: &Value) -> Result<Vec<i64>, String> {
     }
 }
 
-fn reduce(
-    callable: Value,
-    args: Value,
-    storage: &mut dyn FnMut(&str) -> Result<(u64, u64), String>,
-) -> Result<Value, String> {
+fn reduce(callable: Value, args: Value, storage: &mut Storages<'_>) -> Result<Value, String> {
     let Value::Global(name) = callable else { return Err("REDUCE on a non-global".into()) };
     let Value::Tuple(args, _) = args else { return Err("REDUCE arguments are not a tuple".into()) };
     match name.as_str() {
