@@ -188,3 +188,22 @@ fn activation(head: &HeadConfig, labels: usize, path: &Path) -> Result<ScoreActi
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_without_model_type_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in [("config.json", "{}"), ("tokenizer.json", "{}"), ("model.safetensors", "")] {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let files = ModelFiles::open(dir.path(), None, None).unwrap();
+        let err = CrossEncoder::load(&files, LoadOptions::default()).err().unwrap().to_string();
+        assert!(err.contains("config.json has no model_type") && err.contains("supported model types: bert"), "{err}");
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "mpnet"}"#).unwrap();
+        let err = CrossEncoder::load(&files, LoadOptions::default()).err().unwrap().to_string();
+        assert!(err.contains("\"mpnet\" model, which is not supported"), "{err}");
+    }
+}
