@@ -93,6 +93,7 @@ pub fn embedding_model() -> Result<&'static EmbeddingModel, ApiError> {
 pub struct EmbeddingModel {
     inner: Mutex<SentenceEmbedder>,
     name: String,
+    revision: Option<String>,
     dim: usize,
     device: String,
 }
@@ -114,6 +115,7 @@ impl EmbeddingModel {
         );
         Ok(EmbeddingModel {
             name: config.model.clone(),
+            revision: embedder.files().revision().map(str::to_owned),
             dim: embedder.embedding_dim(),
             device: embedder.device_name(),
             inner: Mutex::new(embedder),
@@ -123,6 +125,11 @@ impl EmbeddingModel {
     /// The model reference it was loaded from.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The commit the model's files come from, for models from the cache.
+    pub fn revision(&self) -> Option<&str> {
+        self.revision.as_deref()
     }
 
     /// The embedding dimension.

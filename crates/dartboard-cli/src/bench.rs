@@ -112,7 +112,7 @@ fn gemm_peak() -> Result<()> {
 }
 
 /// The process's peak resident set (VmHWM), in KiB.
-fn peak_rss_kb() -> Option<u64> {
+pub(crate) fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

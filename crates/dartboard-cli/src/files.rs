@@ -41,45 +41,65 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
 
 fn lines_of(mut reader: impl BufRead, name: &str) -> Result<Vec<String>> {
     let mut lines = Vec::new();
+    while let Some(line) = read_line(&mut reader, name, lines.len() as u64 + 1)? {
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The next line of `reader` (line number `number` of `name`, for messages) without
+/// its line end, or `None` at the end. A line longer than [`MAX_LINE_BYTES`] is an
+/// error, found after reading at most that much.
+pub fn read_line(reader: &mut impl BufRead, name: &str, number: u64) -> Result<Option<String>> {
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        // One byte past the cap tells an over-long line from one exactly at it.
-        let read = (&mut reader)
-            .take(MAX_LINE_BYTES as u64 + 2)
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("cannot read input file {name}"))?;
-        if read == 0 {
-            return Ok(lines);
-        }
-        if line.ends_with(b"\n") {
+    // One byte past the cap tells an over-long line from one exactly at it.
+    let read = reader
+        .take(MAX_LINE_BYTES as u64 + 2)
+        .read_until(b'\n', &mut line)
+        .with_context(|| format!("cannot read input file {name}"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.ends_with(b"\n") {
+        line.pop();
+        if line.ends_with(b"\r") {
             line.pop();
-            if line.ends_with(b"\r") {
-                line.pop();
-            }
-        } else if read > MAX_LINE_BYTES {
-            bail!(
-                "line {} of {name} is longer than {} MiB; texts are one per line, so this is not a text file \
-                 (or split the text)",
-                lines.len() + 1,
-                MAX_LINE_BYTES >> 20
-            );
         }
-        let text = String::from_utf8(std::mem::take(&mut line))
-            .map_err(|_| anyhow::anyhow!("line {} of {name} is not UTF-8 text", lines.len() + 1))?;
-        lines.push(text);
+    } else if read > MAX_LINE_BYTES {
+        bail!(
+            "line {number} of {name} is longer than {} MiB; texts are one per line, so this is not a text file \
+             (or split the text)",
+            MAX_LINE_BYTES >> 20
+        );
+    }
+    String::from_utf8(line).map(Some).map_err(|_| anyhow::anyhow!("line {number} of {name} is not UTF-8 text"))
+}
+
+/// What an `--output` path is, once symlinks are followed.
+pub enum OutputTarget {
+    /// A regular file, or none yet: written beside and renamed into place.
+    Replace(PathBuf),
+    /// A device or FIFO: written in place, never replaced.
+    InPlace(PathBuf),
+}
+
+/// Classifies `path` for [`write_output`]; a directory is an error.
+pub fn output_target(path: &Path) -> Result<OutputTarget> {
+    let target = follow_symlinks(path)?;
+    match fs::metadata(&target) {
+        Ok(meta) if meta.is_dir() => bail!("output {} is a directory; give a file name", path.display()),
+        Ok(meta) if !meta.is_file() => Ok(OutputTarget::InPlace(target)),
+        Ok(_) => Ok(OutputTarget::Replace(target)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(OutputTarget::Replace(target)),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
     }
 }
 
 /// Writes `--output`: see the module docs for what happens to each kind of path.
-pub fn write_output(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let target = follow_symlinks(path)?;
-    match fs::metadata(&target) {
-        Ok(meta) if meta.is_dir() => {
-            bail!("output {} is a directory; give a file name", path.display())
-        }
-        Ok(meta) if !meta.is_file() => {
-            // A device or a pipe: write in place, without O_TRUNC games or a rename.
+pub fn write_output(path: &Path, write: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>) -> Result<()> {
+    match output_target(path)? {
+        OutputTarget::InPlace(target) => {
+            // A device or a pipe: write in place, no truncation games, no rename.
             let file = OpenOptions::new()
                 .write(true)
                 .open(&target)
@@ -89,9 +109,10 @@ pub fn write_output(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
             out.flush().with_context(|| format!("cannot write {}", path.display()))?;
             Ok(())
         }
-        Ok(meta) => replace_atomically(&target, Some(meta.permissions().mode()), write),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => replace_atomically(&target, None, write),
-        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+        OutputTarget::Replace(target) => {
+            let mode = fs::metadata(&target).ok().map(|m| m.permissions().mode());
+            replace_atomically(&target, mode, write)
+        }
     }
 }
 
@@ -117,7 +138,11 @@ fn follow_symlinks(path: &Path) -> Result<PathBuf> {
 
 /// Writes to a temporary file beside `path` and renames it into place, so a failure
 /// half-way never leaves a truncated output file.
-fn replace_atomically(path: &Path, mode: Option<u32>, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+fn replace_atomically(
+    path: &Path,
+    mode: Option<u32>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

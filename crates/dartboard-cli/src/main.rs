@@ -6,19 +6,19 @@
 mod bench;
 mod cache;
 mod demo;
+mod embed;
 mod files;
 mod rerank;
 
-use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::io;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dartboard_api::EmbeddingModel;
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig, Overrides};
-use dartboard_embeddings::{Prompt, SentenceEmbedder};
+use dartboard_embeddings::SentenceEmbedder;
 
 #[derive(Parser)]
 #[command(name = "dartboard", version, about = "Sentence embeddings on libtorch, the sentence-transformers way")]
@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Embed texts and write one JSON line `{"embedding":[...]}` per text, in input order.
-    Embed(EmbedArgs),
+    Embed(embed::EmbedArgs),
     /// Show the active model, its dimension, device, cache and libtorch.
     Info(ModelArgs),
     /// Embed eight sample documents and retrieve for a query with Dartboard.
@@ -62,30 +62,6 @@ struct ModelArgs {
     /// Texts per forward pass [env: EMBEDDING_BATCH_SIZE]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
-}
-
-#[derive(Args)]
-struct EmbedArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// Read texts from FILE (UTF-8, one text per line; every line is a text). `-` is stdin.
-    #[arg(long, value_name = "FILE", conflicts_with = "texts")]
-    input: Option<PathBuf>,
-    /// Write JSON Lines to FILE instead of stdout (a regular file is replaced atomically;
-    /// a symlink's target is written; a device or FIFO is written in place).
-    #[arg(long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Prepend this text to every input (e.g. "query: " for e5 models).
-    #[arg(long, conflicts_with = "prompt_name")]
-    prompt: Option<String>,
-    /// Prepend the model's prompt of this name (from config_sentence_transformers.json).
-    #[arg(long)]
-    prompt_name: Option<String>,
-    /// Use no prompt even if the model has a default one.
-    #[arg(long, conflicts_with_all = ["prompt", "prompt_name"])]
-    no_prompt: bool,
-    /// Texts to embed.
-    texts: Vec<String>,
 }
 
 impl ModelArgs {
@@ -120,7 +96,7 @@ fn main() -> ExitCode {
     dartboard_api::init_tracing();
     dartboard_embeddings::retain_freed_memory();
     let result = match cli.command {
-        Command::Embed(args) => embed(args),
+        Command::Embed(args) => embed::run(args),
         Command::Info(args) => info(args),
         Command::Demo(args) => demo::run(args),
         Command::Rerank(args) => rerank::run(args),
@@ -140,36 +116,6 @@ fn main() -> ExitCode {
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
-}
-
-fn embed(args: EmbedArgs) -> Result<()> {
-    let texts = match &args.input {
-        Some(path) => files::read_lines(path)?,
-        None if !args.texts.is_empty() => args.texts.clone(),
-        None => bail!("no texts to embed: pass them as arguments or with --input FILE"),
-    };
-    // Load only after the input is known to be readable: a typo in --input should not
-    // cost a model load.
-    let (_, model) = args.model.load()?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let prompt = match (&args.prompt, &args.prompt_name, args.no_prompt) {
-        (Some(text), _, _) => Prompt::Text(text),
-        (None, Some(name), _) => Prompt::Name(name),
-        (None, None, true) => Prompt::None,
-        (None, None, false) => Prompt::Default,
-    };
-    let embeddings = model.encode_with(&refs, prompt)?;
-    let write_all = |out: &mut dyn Write| -> Result<()> {
-        for row in embeddings.rows() {
-            serde_json::to_writer(&mut *out, &serde_json::json!({ "embedding": row }))?;
-            out.write_all(b"\n")?;
-        }
-        Ok(out.flush()?)
-    };
-    match &args.output {
-        Some(path) => files::write_output(path, write_all),
-        None => write_all(&mut BufWriter::new(io::stdout().lock())),
-    }
 }
 
 fn info(args: ModelArgs) -> Result<()> {

@@ -1,0 +1,313 @@
+//! `dartboard embed`: texts in, one embedding per text out, in input order, at corpus
+//! scale.
+//!
+//! The input is read, encoded and written in windows of `--window` texts, so memory
+//! does not grow with the corpus; the embedder sorts each window by length, which
+//! keeps padding low. With `--output FILE` every finished window is stored in
+//! `FILE.partial/` ([`partial`]) and the file is assembled from those at the end, so
+//! a killed run continues with `--resume` and its output is byte-identical to an
+//! uninterrupted one. Without `--output`, JSON Lines stream to stdout.
+
+mod input;
+mod output;
+mod partial;
+mod progress;
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dartboard_embeddings::Prompt;
+
+use crate::files::{output_target, write_output, OutputTarget};
+use crate::ModelArgs;
+use input::{InputFormat, InputSpec, Texts};
+use output::{OutputFormat, RowWriter, Rows};
+use partial::{Manifest, Partial};
+use progress::Progress;
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Read texts from FILE (`-` is stdin). See --input-format.
+    #[arg(long, value_name = "FILE", conflicts_with = "texts")]
+    input: Option<PathBuf>,
+    /// How FILE holds the texts: one per line (every line is a text), JSON Lines
+    /// (--text-field), or Parquet (--text-column).
+    #[arg(long, value_enum, default_value = "lines", requires = "input")]
+    input_format: InputFormat,
+    /// The JSON field holding the text, for --input-format jsonl.
+    #[arg(long, value_name = "NAME", default_value = "text")]
+    text_field: String,
+    /// The string column holding the text, for --input-format parquet.
+    #[arg(long, value_name = "NAME", default_value = "text")]
+    text_column: String,
+    /// Write to FILE instead of stdout. A regular file appears atomically when the run
+    /// is complete (a symlink's target is written; a device or FIFO is written in place).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Output format: JSON Lines, a float32 .npy, or Parquet (npy and Parquet need --output).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: OutputFormat,
+    /// Also write each text (JSON Lines and Parquet).
+    #[arg(long)]
+    keep_text: bool,
+    /// Continue the interrupted run that wrote FILE.partial/ (same input and settings).
+    #[arg(long, requires = "output")]
+    resume: bool,
+    /// Texts read, encoded and written at a time: memory is bounded by it.
+    #[arg(long, value_name = "N", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    window: u32,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, hide = true)]
+    progress_every: f64,
+    /// Prepend this text to every input (e.g. "query: " for e5 models).
+    #[arg(long, conflicts_with = "prompt_name")]
+    prompt: Option<String>,
+    /// Prepend the model's prompt of this name (from config_sentence_transformers.json).
+    #[arg(long)]
+    prompt_name: Option<String>,
+    /// Use no prompt even if the model has a default one.
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_name"])]
+    no_prompt: bool,
+    /// Texts to embed.
+    texts: Vec<String>,
+}
+
+impl EmbedArgs {
+    fn prompt(&self) -> Prompt<'_> {
+        match (&self.prompt, &self.prompt_name, self.no_prompt) {
+            (Some(text), _, _) => Prompt::Text(text),
+            (None, Some(name), _) => Prompt::Name(name),
+            (None, None, true) => Prompt::None,
+            (None, None, false) => Prompt::Default,
+        }
+    }
+
+    fn prompt_description(&self) -> String {
+        match (&self.prompt, &self.prompt_name, self.no_prompt) {
+            (Some(text), _, _) => format!("text:{text}"),
+            (None, Some(name), _) => format!("name:{name}"),
+            (None, None, true) => "none".to_owned(),
+            (None, None, false) => "default".to_owned(),
+        }
+    }
+}
+
+/// The texts to embed: a file, stdin, or the arguments.
+enum Source {
+    Input(InputSpec),
+    Arguments(Vec<String>),
+}
+
+impl Source {
+    fn open(&self) -> Result<Texts> {
+        match self {
+            Source::Input(spec) => spec.open(),
+            Source::Arguments(texts) => Ok(Texts::List(texts.clone().into_iter())),
+        }
+    }
+
+    /// Only a file can be read again, so only a file's run can resume.
+    fn resumable(&self) -> bool {
+        matches!(self, Source::Input(spec) if !spec.is_stdin())
+    }
+
+    fn count(&self) -> Option<u64> {
+        match self {
+            Source::Input(spec) => spec.count(),
+            Source::Arguments(texts) => Some(texts.len() as u64),
+        }
+    }
+}
+
+pub fn run(args: EmbedArgs) -> Result<()> {
+    let source = match &args.input {
+        Some(path) => {
+            let field = match args.input_format {
+                InputFormat::Parquet => args.text_column.clone(),
+                _ => args.text_field.clone(),
+            };
+            Source::Input(InputSpec { path: path.clone(), format: args.input_format, field })
+        }
+        None if !args.texts.is_empty() => Source::Arguments(args.texts.clone()),
+        None => bail!("no texts to embed: pass them as arguments or with --input FILE"),
+    };
+    if args.keep_text && args.format == OutputFormat::Npy {
+        bail!("--keep-text is for JSON Lines and Parquet; a .npy file holds only numbers");
+    }
+    let target = match &args.output {
+        Some(path) => Some(output_target(path)?),
+        None => None,
+    };
+    let streams = matches!(target, None | Some(OutputTarget::InPlace(_)));
+    if streams && !args.format.streams() {
+        bail!(
+            "--format {:?} needs --output FILE naming a regular file (it cannot stream to a pipe or terminal)",
+            args.format
+        );
+    }
+    if args.resume && !source.resumable() {
+        bail!("--resume needs --input FILE: texts from stdin or the arguments cannot be read again");
+    }
+    if args.resume && streams {
+        bail!("--resume needs --output naming a regular file");
+    }
+    // Open the input before loading the model: a typo in --input should not cost a load.
+    let mut texts = source.open()?;
+
+    let (config, model) = args.model.load()?;
+    let window = args.window as usize;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second Ctrl-C ends the process at once; the first lets the window finish.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let log_every = Duration::from_secs_f64(args.progress_every.max(0.0));
+
+    let Some(OutputTarget::Replace(final_path)) = target else {
+        // Stream JSON Lines to stdout, or into a device or FIFO.
+        let mut progress = Progress::new(args.quiet, source.count(), 0, log_every);
+        let mut run = |out: &mut (dyn Write + Send)| -> Result<()> {
+            let mut writer = RowWriter::new(OutputFormat::Jsonl, out, model.embedding_dim(), 0, args.keep_text)?;
+            loop {
+                if interrupted.load(Ordering::SeqCst) {
+                    bail!("interrupted");
+                }
+                let batch = texts.take(window)?;
+                if batch.is_empty() {
+                    break;
+                }
+                let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+                let embeddings = model.encode_with(&refs, args.prompt())?;
+                let texts_kept = args.keep_text.then_some(batch.as_slice());
+                writer.write(&Rows { dim: embeddings.dim(), values: embeddings.as_slice(), texts: texts_kept })?;
+                progress.add(batch.len() as u64);
+            }
+            writer.finish()?;
+            Ok(())
+        };
+        match &args.output {
+            Some(path) => write_output(path, run)?,
+            None => run(&mut BufWriter::with_capacity(1 << 16, io::stdout()))?,
+        }
+        progress.finish();
+        return Ok(());
+    };
+
+    // A file: windows go to FILE.partial/ (or, for input that cannot be read again,
+    // to a temporary folder), then the file is assembled from them.
+    let manifest = manifest(&args, &source, &config.model, model.revision(), &config, window);
+    let temporary;
+    let (partial, done) = if source.resumable() {
+        Partial::open(&final_path, &manifest, args.resume)?
+    } else {
+        let dir = final_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        temporary = tempfile::Builder::new()
+            .prefix(".dartboard-embed")
+            .tempdir_in(dir)
+            .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
+        Partial::open(&temporary.path().join("out"), &manifest, false)?
+    };
+    texts.skip(done * window as u64)?;
+    let mut progress = Progress::new(args.quiet, source.count(), done * window as u64, log_every);
+    let mut windows = done;
+    let mut last_rows = if done > 0 { partial.rows_in(done - 1)? } else { window as u64 };
+    let dim = model.embedding_dim();
+    // A short (or empty) last window means the input has ended.
+    while last_rows == window as u64 {
+        if interrupted.load(Ordering::SeqCst) {
+            progress.abandon();
+            if source.resumable() {
+                bail!(
+                    "interrupted after {} texts; run the same command with --resume to continue",
+                    windows * window as u64
+                );
+            }
+            bail!("interrupted; nothing was written");
+        }
+        let batch = texts.take(window)?;
+        if batch.is_empty() {
+            break;
+        }
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let embeddings = model.encode_with(&refs, args.prompt())?;
+        partial.write_chunk(windows, dim, embeddings.as_slice(), args.keep_text.then_some(batch.as_slice()))?;
+        windows += 1;
+        last_rows = batch.len() as u64;
+        progress.add(last_rows);
+    }
+
+    let total = partial.total_rows(windows)?;
+    write_output(&final_path, |out| {
+        let mut writer = RowWriter::new(args.format, out, dim, total, args.keep_text)?;
+        for index in 0..windows {
+            let (chunk_dim, values, texts) =
+                partial.read_chunk(index)?.with_context(|| format!("window {index} of the partial run is missing"))?;
+            if chunk_dim != dim {
+                bail!("the partial run has {chunk_dim}-dimensional embeddings but the model gives {dim}");
+            }
+            writer.write(&Rows { dim, values: &values, texts: texts.as_deref() })?;
+        }
+        writer.finish()?;
+        Ok(())
+    })?;
+    partial.remove()?;
+    progress.finish();
+    Ok(())
+}
+
+fn manifest(
+    args: &EmbedArgs,
+    source: &Source,
+    model: &str,
+    revision: Option<&str>,
+    config: &dartboard_config::EmbeddingConfig,
+    window: usize,
+) -> Manifest {
+    let (input, input_bytes, input_modified_ns, input_format, text_field) = match source {
+        Source::Input(spec) => {
+            let meta = std::fs::metadata(&spec.path).ok();
+            let canonical = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
+            (
+                canonical.display().to_string(),
+                meta.as_ref().map(|m| m.len()),
+                meta.and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos() as u64),
+                format!("{:?}", spec.format).to_lowercase(),
+                spec.field.clone(),
+            )
+        }
+        Source::Arguments(_) => ("<arguments>".to_owned(), None, None, "arguments".to_owned(), String::new()),
+    };
+    Manifest {
+        version: 1,
+        input,
+        input_bytes,
+        input_modified_ns,
+        input_format,
+        text_field,
+        model: model.to_owned(),
+        revision: revision.map(str::to_owned),
+        dtype: config.dtype.to_string(),
+        device: config.device.to_string(),
+        prompt: args.prompt_description(),
+        format: format!("{:?}", args.format).to_lowercase(),
+        keep_text: args.keep_text,
+        window,
+    }
+}
