@@ -184,19 +184,6 @@ pub fn sts(split: &str) -> Vec<(f64, String, String)> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spearman_matches_hand_computed_values() {
-        assert!((spearman(&[1., 2., 3., 4.], &[10., 20., 30., 40.]) - 1.0).abs() < 1e-12);
-        assert!((spearman(&[1., 2., 3., 4.], &[4., 3., 2., 1.]) + 1.0).abs() < 1e-12);
-        // scipy.stats.spearmanr([1, 2, 2, 3], [1, 3, 2, 4]).correlation == 0.9486832980505139 (measured)
-        assert!((spearman(&[1., 2., 2., 3.], &[1., 3., 2., 4.]) - 0.9486832980505139).abs() < 1e-12);
-    }
-}
-
 /// Runs a command like [`run`], but fails the test if it has not finished after
 /// `secs` seconds (the child is killed): for commands that must not hang. Output goes
 /// to files, so a chatty child cannot block on a full pipe.
@@ -224,4 +211,17 @@ pub fn run_within(cmd: &mut Command, secs: u64) -> Run {
         String::from_utf8_lossy(&bytes).into_owned()
     };
     Run { ok: status.success(), code: status.code(), stdout: read(stdout), stderr: read(stderr) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_matches_hand_computed_values() {
+        assert!((spearman(&[1., 2., 3., 4.], &[10., 20., 30., 40.]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1., 2., 3., 4.], &[4., 3., 2., 1.]) + 1.0).abs() < 1e-12);
+        // scipy.stats.spearmanr([1, 2, 2, 3], [1, 3, 2, 4]).correlation == 0.9486832980505139 (measured)
+        assert!((spearman(&[1., 2., 2., 3.], &[1., 3., 2., 4.]) - 0.9486832980505139).abs() < 1e-12);
+    }
 }
