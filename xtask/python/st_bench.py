@@ -3,6 +3,9 @@
 
     python st_bench.py MODEL_DIR CORPUS BATCH_SIZE DTYPE REPEAT [EMBEDDINGS_OUT]
     python st_bench.py --cold-start MODEL_DIR      (embed one text and exit)
+    python st_bench.py --corpus-npy MODEL_DIR CORPUS DTYPE OUT_NPY
+        (the corpus run: encode once at batch 32, save a float32 .npy, report the
+        encode time and peak RSS)
 """
 
 import resource
@@ -23,6 +26,20 @@ def load(model_dir, dtype):
 def main():
     if sys.argv[1] == "--cold-start":
         load(sys.argv[2], "f32").encode(["hi"])
+        return
+    if sys.argv[1] == "--corpus-npy":
+        model_dir, corpus, dtype, out = sys.argv[2:6]
+        with open(corpus, encoding="utf-8") as f:
+            texts = f.read().splitlines()
+        model = load(model_dir, dtype)
+        t = time.perf_counter()
+        emb = model.encode(texts, batch_size=32, convert_to_numpy=True)
+        seconds = time.perf_counter() - t
+        np.save(out, emb.astype(np.float32))
+        print(
+            '{"impl": "sentence-transformers", "texts": %d, "seconds": %.6f, "peak_rss_kb": %d}'
+            % (len(texts), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        )
         return
     model_dir, corpus, batch_size, dtype, repeat = sys.argv[1:6]
     out = sys.argv[6] if len(sys.argv) > 6 else None

@@ -18,6 +18,10 @@ const DTYPES: [&str; 2] = ["f32", "bf16"];
 
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let corpus_only = args.iter().any(|a| a == "--corpus");
+    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus")) {
+        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus]");
+    }
     let env = setup::run()?;
     setup::reference_stack(&env)?;
     run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
@@ -28,7 +32,10 @@ pub fn bench(args: &[String]) -> Result<()> {
 
     let sts = out_dir.join("sts-test-sentences.txt");
     fs::write(&sts, sts_sentences(&data_dir().join("stsbenchmark/sts-test.csv"))?)?;
-    let corpora = [("sts-test", sts), ("passages", data_dir().join("passages.txt"))];
+    if corpus_only {
+        return corpus_bench(&dartboard, &env, &out_dir, &sts);
+    }
+    let corpora = [("sts-test", sts.clone()), ("passages", data_dir().join("passages.txt"))];
     let batches: &[usize] = if quick { &[32] } else { &BATCHES };
 
     let peak = json_of(Command::new(&dartboard).args(["bench", "--gemm-peak"]))?;
@@ -95,9 +102,112 @@ pub fn bench(args: &[String]) -> Result<()> {
     fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let table = render(&results);
     println!("{table}");
-    update_doc(&table)?;
+    update_doc("bench", &table)?;
     eprintln!("xtask: raw numbers in {}, summary in docs/benchmarks.md", out_dir.join("results.json").display());
+    corpus_bench(&dartboard, &env, &out_dir, &sts)
+}
+
+/// The corpus run: whole-process `dartboard embed` on 110,320 texts (the STS-B test
+/// sentences 40 times over) in every output format and at several window sizes,
+/// against the in-process encode time of `dartboard bench` on the same texts, and
+/// sentence-transformers encoding them and saving a `.npy`; bf16, batch 32.
+fn corpus_bench(dartboard: &Path, env: &setup::SetupEnv, out_dir: &Path, sts: &Path) -> Result<()> {
+    let corpus = out_dir.join("corpus-110k.txt");
+    let sentences = fs::read_to_string(sts)?;
+    fs::write(&corpus, sentences.repeat(40))?;
+    let texts = sentences.repeat(40).lines().count();
+    let timed = |cmd: &mut Command| -> Result<(f64, String, String)> {
+        let started = Instant::now();
+        let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+        let wall = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((wall, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+    };
+    eprintln!("xtask: corpus bench: in-process encode of {texts} texts");
+    let (_, stdout, _) = timed(
+        Command::new(dartboard).args(["bench", "--dtype", "bf16", "--batch-size", "32", "--repeat", "1", "--input"]).arg(&corpus),
+    )?;
+    let inproc: Value = serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from bench")?)?;
+    let mut runs = Vec::new();
+    for (format, window) in [("jsonl", 8192), ("npy", 8192), ("parquet", 8192), ("jsonl", 1024), ("jsonl", 32768)] {
+        eprintln!("xtask: corpus bench: dartboard embed --format {format} --window {window}");
+        let output = out_dir.join(format!("corpus-out.{format}"));
+        let (wall, _, stderr) = timed(
+            Command::new(dartboard)
+                .args(["embed", "--dtype", "bf16", "--batch-size", "32", "--progress-every", "100000"])
+                .args(["--format", format, "--window", &window.to_string(), "--input"])
+                .arg(&corpus)
+                .arg("--output")
+                .arg(&output),
+        )?;
+        let rss_mb: Option<f64> = stderr
+            .lines()
+            .rev()
+            .find_map(|l| l.split("peak RSS ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok());
+        runs.push(json!({ "format": format, "window": window, "wall_s": wall, "peak_rss_mb": rss_mb,
+            "bytes": fs::metadata(&output).map(|m| m.len()).unwrap_or(0) }));
+        let _ = fs::remove_file(&output);
+    }
+    eprintln!("xtask: corpus bench: sentence-transformers encode + np.save");
+    let st_out = out_dir.join("corpus-st.npy");
+    let (st_wall, stdout, _) = timed(
+        Command::new(&env.python)
+            .arg(root().join("xtask/python/st_bench.py"))
+            .arg("--corpus-npy")
+            .arg(&env.model_dir)
+            .arg(&corpus)
+            .args(["bf16"])
+            .arg(&st_out)
+            .env("HF_HUB_OFFLINE", "1"),
+    )?;
+    let _ = fs::remove_file(&st_out);
+    let st: Value = serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from st_bench")?)?;
+    let results = json!({ "texts": texts, "in_process": inproc, "embed": runs, "sentence_transformers": { "wall_s": st_wall, "run": st } });
+    fs::write(out_dir.join("corpus.json"), serde_json::to_string_pretty(&results)?)?;
+    let table = render_corpus(&results);
+    println!("{table}");
+    update_doc("corpus", &table)?;
     Ok(())
+}
+
+fn render_corpus(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let encode = f(&r["in_process"]["seconds"]);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} texts, all-MiniLM-L6-v2, bf16, batch 32. In-process encode (`dartboard bench`): {encode:.1} s ({:.0} texts/s), peak RSS {:.0} MB.\n",
+        r["texts"],
+        f(&r["in_process"]["texts_per_s"]),
+        f(&r["in_process"]["peak_rss_kb"]) / 1024.0
+    );
+    let _ = writeln!(s, "| run | wall time | vs in-process encode | peak RSS | output size |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for run in r["embed"].as_array().cloned().unwrap_or_default() {
+        let wall = f(&run["wall_s"]);
+        let _ = writeln!(
+            s,
+            "| `dartboard embed --format {} --window {}` | {wall:.1} s | {:.2}× | {:.0} MB | {:.0} MB |",
+            run["format"].as_str().unwrap_or("?"),
+            run["window"],
+            wall / encode,
+            f(&run["peak_rss_mb"]),
+            f(&run["bytes"]) / 1e6
+        );
+    }
+    let st = &r["sentence_transformers"];
+    let _ = writeln!(
+        s,
+        "| sentence-transformers `encode` + `np.save` (whole process) | {:.1} s | {:.2}× | {:.0} MB | |",
+        f(&st["wall_s"]),
+        f(&st["wall_s"]) / encode,
+        f(&st["run"]["peak_rss_kb"]) / 1024.0
+    );
+    s
 }
 
 fn sts_sentences(csv: &Path) -> Result<String> {
@@ -219,11 +329,12 @@ fn render(r: &Value) -> String {
     s
 }
 
-fn update_doc(table: &str) -> Result<()> {
+/// Replaces the text between `<!-- {section}:start -->` and `<!-- {section}:end -->`.
+fn update_doc(section: &str, table: &str) -> Result<()> {
     let path = root().join("docs/benchmarks.md");
     let doc = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
-    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
+    let (start, end) = (format!("<!-- {section}:start -->"), format!("<!-- {section}:end -->"));
+    let (Some(a), Some(b)) = (doc.find(&start), doc.find(&end)) else {
         bail!("{} lacks the {start} / {end} markers", path.display());
     };
     let updated = format!("{}{start}\n{table}{}", &doc[..a], &doc[b..]);
