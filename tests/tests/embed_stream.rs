@@ -226,3 +226,34 @@ fn progress_lines_when_stderr_is_not_a_terminal_and_quiet_silences_them() {
         ok(run(dartboard().args(["embed", "--window", "10", "--progress-every", "0", "-q", "--input"]).arg(&input)));
     assert!(!r.stderr.contains("dartboard: embedded"), "{}", r.stderr);
 }
+
+#[test]
+fn ctrl_c_stops_between_windows_and_leaves_a_resumable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, texts) = corpus(dir.path(), 300);
+    let output = dir.path().join("out.jsonl");
+    let partial = dir.path().join("out.jsonl.partial");
+    let embed = || {
+        let mut cmd = dartboard();
+        cmd.args(["embed", "--window", "10", "--progress-every", "0", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output);
+        cmd
+    };
+    let child = embed().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !partial.join("chunk-0000000001.bin").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted after") && stderr.contains("--resume"), "{stderr}");
+    assert!(!output.exists() && partial.is_dir());
+    let r = ok(run(embed().arg("--resume")));
+    assert!(!partial.exists(), "{}", r.stderr);
+    assert_eq!(jsonl_rows(&output).len(), texts.len());
+}

@@ -63,12 +63,14 @@ impl Env {
                 (Some(cwd), true) => cwd.join(path),
                 _ => path,
             };
-            if !path.is_file() {
+            if std::fs::metadata(&path).is_err() {
                 return Err(ConfigError::ConfigFileMissing { path });
             }
             return Ok(Some(path));
         }
-        Ok(self.cwd.as_ref().map(|cwd| cwd.join(CONFIG_FILE_NAME)).filter(|p| p.is_file()))
+        // A dartboard.toml that exists in any form is used (and refused if it is not a
+        // regular file), never skipped as if absent.
+        Ok(self.cwd.as_ref().map(|cwd| cwd.join(CONFIG_FILE_NAME)).filter(|p| std::fs::symlink_metadata(p).is_ok()))
     }
 
     /// The environment's values. A variable whose key an explicit value already

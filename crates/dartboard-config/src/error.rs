@@ -20,13 +20,24 @@ pub enum ConfigError {
         /// The path that was looked for.
         path: PathBuf,
     },
-    /// The config file (or the merged layers) could not be read or deserialized.
-    #[error("cannot read configuration from {}: {source}", path.display())]
+    /// The config file (or the merged layers) could not be deserialized.
+    #[error("cannot read configuration from {}", path.display())]
     File {
         /// The config file, or `<defaults>` when no file was involved.
         path: PathBuf,
         /// What the `config` crate reported.
+        #[source]
         source: Box<config::ConfigError>,
+    },
+    /// The config file exists but is not a readable regular file of a sane size (a
+    /// FIFO or `/dev/zero` would hang the reader or fill memory).
+    #[error("cannot use config file {}", path.display())]
+    Unreadable {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: dartboard_fs::FsError,
     },
     /// No home directory and no cache variable: there is nowhere to keep models.
     #[error("cannot find a cache directory for models: set SENTENCE_TRANSFORMERS_HOME")]

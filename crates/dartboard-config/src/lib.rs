@@ -116,8 +116,9 @@ impl EmbeddingConfig {
             .and_then(|b| b.set_default("dtype", "f32"))
             .map_err(ConfigError::internal)?;
         if let Some(path) = &config_file {
-            builder =
-                builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml).required(true));
+            let text = dartboard_fs::read_to_string_capped(path, dartboard_fs::limits::SETTINGS)
+                .map_err(|source| ConfigError::Unreadable { path: path.clone(), source })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
         // Environment first, explicit values second: a later override of the same
         // key replaces the earlier one, which is exactly the precedence we want.

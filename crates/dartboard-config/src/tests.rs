@@ -88,16 +88,52 @@ fn missing_config_file_from_env_is_an_error() {
     assert!(matches!(err, ConfigError::ConfigFileMissing { .. }), "{err}");
 }
 
+/// The error and its sources, as the CLI prints them (`{:#}`).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 #[test]
 fn bad_file_values_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("custom.toml");
     std::fs::write(&path, "device = \"tpu\"\n").unwrap();
-    let err = load(&Env::from_pairs([("DARTBOARD_CONFIG", path.to_str().unwrap())])).unwrap_err().to_string();
+    let err = chain(&load(&Env::from_pairs([("DARTBOARD_CONFIG", path.to_str().unwrap())])).unwrap_err());
     assert!(err.contains("custom.toml") && err.contains("tpu"), "{err}");
+    assert_eq!(err.matches("tpu").count(), 1, "the cause is printed once: {err}");
     std::fs::write(&path, "modle = \"typo\"\n").unwrap();
-    let err = load(&Env::from_pairs([("DARTBOARD_CONFIG", path.to_str().unwrap())])).unwrap_err().to_string();
+    let err = chain(&load(&Env::from_pairs([("DARTBOARD_CONFIG", path.to_str().unwrap())])).unwrap_err());
     assert!(err.contains("modle"), "{err}");
+}
+
+/// A config file that is a FIFO or a link to /dev/zero is refused by name, never
+/// read until it ends (a FIFO without a writer would hang; /dev/zero never ends), and
+/// a dartboard.toml that is not a regular file is never skipped as if absent.
+#[test]
+fn special_config_files_are_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for path in [&fifo, &zero] {
+        let err = load(&Env::from_pairs([("DARTBOARD_CONFIG", path.to_str().unwrap())])).unwrap_err();
+        assert!(matches!(err, ConfigError::Unreadable { .. }), "{err}");
+        let text = chain(&err);
+        assert!(text.contains(path.to_str().unwrap()) && text.contains("not a regular file"), "{text}");
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", cwd.path().join("dartboard.toml")).unwrap();
+    let env = Env::from_pairs([("SENTENCE_TRANSFORMERS_HOME", "/tmp/models")]).with_cwd(cwd.path());
+    let err = load(&env).unwrap_err();
+    assert!(matches!(err, ConfigError::Unreadable { .. }), "{err}");
 }
 
 #[test]

@@ -30,6 +30,18 @@ use output::{OutputFormat, RowWriter, Rows};
 use partial::{Manifest, Partial};
 use progress::Progress;
 
+/// Ctrl-C stopped the run between windows; the CLI exits with 130, as shells expect.
+#[derive(Debug)]
+pub struct Interrupted(String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 #[derive(Args)]
 pub struct EmbedArgs {
     #[command(flatten)]
@@ -185,7 +197,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             let mut writer = RowWriter::new(OutputFormat::Jsonl, out, model.embedding_dim(), 0, args.keep_text)?;
             loop {
                 if interrupted.load(Ordering::SeqCst) {
-                    bail!("interrupted");
+                    return Err(Interrupted("interrupted".to_owned()).into());
                 }
                 let batch = texts.take(window)?;
                 if batch.is_empty() {
@@ -231,13 +243,15 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     while last_rows == window as u64 {
         if interrupted.load(Ordering::SeqCst) {
             progress.abandon();
-            if source.resumable() {
-                bail!(
+            let message = if source.resumable() {
+                format!(
                     "interrupted after {} texts; run the same command with --resume to continue",
                     windows * window as u64
-                );
-            }
-            bail!("interrupted; nothing was written");
+                )
+            } else {
+                "interrupted; nothing was written".to_owned()
+            };
+            return Err(Interrupted(message).into());
         }
         let batch = texts.take(window)?;
         if batch.is_empty() {
