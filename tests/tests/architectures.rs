@@ -86,6 +86,8 @@ parity!(
     bert_bin,
     bert_bin_twin,
     bert_sharded,
+    bert_bin_sharded,
+    bert_st2_layout,
     mpnet_mean_norm,
     mpnet_cls,
     xlmr_mean_norm,
@@ -103,6 +105,100 @@ fn pickled_weights_give_the_same_output_as_safetensors() {
     for i in 0..texts.len() {
         assert!(cosine(a.row(i), b.row(i)) > 0.999999, "text {i}");
     }
+}
+
+#[test]
+fn layouts_are_what_their_fixtures_claim() {
+    let dir = fixtures_dir();
+    let st2 = dartboard_hub::ModelFiles::open(dir.join("bert_st2_layout"), None, None).unwrap();
+    assert_eq!(st2.transformer_dir(), dir.join("bert_st2_layout/0_Transformer"));
+    assert!(!dir.join("bert_st2_layout/config.json").exists() && !dir.join("bert_st2_layout/tokenizer.json").exists());
+    let sharded = dir.join("bert_bin_sharded");
+    assert!(sharded.join("pytorch_model.bin.index.json").is_file());
+    assert!(sharded.join("pytorch_model-00001-of-00003.bin").is_file());
+    assert!(!sharded.join("model.safetensors").exists() && !sharded.join("pytorch_model.bin").exists());
+    assert!(dir.join("bert_sharded/model.safetensors.index.json").is_file());
+    assert!(!dir.join("bert_sharded/model.safetensors").exists());
+}
+
+/// A copy of a fixture model in a temporary directory, to be damaged by a test.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&fixtures_dir().join(name), dir.path());
+    dir
+}
+
+/// A safetensors file of f32 tensors, written by hand (8-byte header length, JSON
+/// header, data).
+fn write_safetensors(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_non_finite_embedding_is_an_error_naming_the_model_and_the_text() {
+    // bert_cls_dense: CLS pooling (32), Dense 32 -> 16 with tanh, Normalize. A NaN in
+    // the Dense weights makes every output NaN.
+    let dir = copy_fixture("bert_cls_dense");
+    let dense = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().ends_with("_Dense"))
+        .expect("the fixture has a Dense module");
+    for stale in ["model.safetensors", "pytorch_model.bin"] {
+        let _ = std::fs::remove_file(dense.join(stale));
+    }
+    let mut weight = vec![0.1f32; 16 * 32];
+    weight[5] = f32::NAN;
+    write_safetensors(
+        &dense.join("model.safetensors"),
+        &[("linear.weight", vec![16, 32], weight), ("linear.bias", vec![16], vec![0.0; 16])],
+    );
+    let files = dartboard_hub::ModelFiles::open(dir.path(), None, None).unwrap();
+    let options = LoadOptions { batch_size: 1, ..LoadOptions::default() };
+    let model = SentenceEmbedder::load(&files, options).unwrap();
+    // Batches run longest first, so text 1 is the first one found.
+    let err = model.encode(&["short", "a much longer text than the first one"]).unwrap_err().to_string();
+    assert!(err.contains("text 1") && err.contains("non-finite"), "{err}");
+    assert!(err.contains(dir.path().to_str().unwrap()), "the error names the model: {err}");
+}
+
+#[test]
+fn long_texts_and_sizes() {
+    let (model, _) = load("bert_mean_norm");
+    // Far past the limit, the embedding is that of the text's first tokens.
+    let long = "Dartboard balances relevance and diversity. ".repeat(20_000);
+    let start: String = long.chars().take(2_000).collect();
+    let (a, b) = (model.encode_one(&long).unwrap(), model.encode_one(&start).unwrap());
+    assert!(cosine(&a, &b) > 0.999999);
+    let too_big = "a ".repeat(dartboard_embeddings::MAX_TEXT_BYTES / 2 + 1);
+    let err = model.encode(&["fine", &too_big]).unwrap_err().to_string();
+    assert!(err.contains("text 1") && err.contains(&dartboard_embeddings::MAX_TEXT_BYTES.to_string()), "{err}");
 }
 
 #[test]
@@ -124,6 +220,8 @@ struct CrossFixture {
     passages: Vec<String>,
     scores: Vec<f32>,
     matrix: Vec<Vec<f32>>,
+    pairs: Vec<(String, String)>,
+    pair_scores: Vec<f32>,
 }
 
 #[test]
@@ -146,4 +244,10 @@ fn cross_encoder_scores_match_sentence_transformers() {
     }
     // Pairs are ordered: (a, b) and (b, a) are different inputs.
     assert!(matrix[0][1] != matrix[1][0]);
+    // Long sides are tokenized from bounded prefixes; pair truncation is unchanged.
+    let pairs: Vec<(&str, &str)> = fixture.pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let scores: Vec<f32> = model.predict(&pairs).unwrap().into_iter().map(|row| row[0]).collect();
+    for (i, (ours, theirs)) in scores.iter().zip(&fixture.pair_scores).enumerate() {
+        assert!((ours - theirs).abs() <= 1e-4, "pair {i}: {ours} vs {theirs}");
+    }
 }

@@ -52,6 +52,19 @@ EDGE_TEXTS = [
 ]
 
 
+def long_texts(sentences):
+    """Texts far longer than any token limit, which dartboard tokenizes only up to a
+    cut before a space: runs of spaces, tabs, newlines and a combining mark after a
+    space sit where cuts fall, and words too long for WordPiece (one [UNK] each) make
+    the cut grow. sentence-transformers tokenizes them whole, so these check that the
+    cut never changes the ids."""
+    separators = [" ", "  ", "\t", "\n", " \u0301", "   ", " \n "]
+    words = " ".join(sentences).split()
+    mixed = "".join(w + separators[i % len(separators)] for i, w in enumerate(words * 8))[:60000]
+    long_words = " ".join(("Supercalifragilistic" * 8 + str(i)) for i in range(400))
+    return [mixed, long_words]
+
+
 def bert_tokenizer(minilm_dir):
     return AutoTokenizer.from_pretrained(minilm_dir)
 
@@ -109,10 +122,15 @@ def build(base_path, pooling_mode, max_seq_length=None, dense=None, normalize=Tr
     return SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device="cpu")
 
 
-def record(out_dir, name, model, texts, cases, safe_serialization=True):
+def record(out_dir, name, model, texts, cases, safe_serialization=True, rearrange=None):
+    """Saves the model, lets `rearrange` change the saved files (another layout of
+    the same model), and records what sentence-transformers computes after loading
+    the result back."""
     path = os.path.join(out_dir, name)
     shutil.rmtree(path, ignore_errors=True)
     model.save(path, safe_serialization=safe_serialization)
+    if rearrange:
+        rearrange(path)
     reloaded = SentenceTransformer(path, device="cpu")
     results = []
     for case in cases:
@@ -126,7 +144,7 @@ def record(out_dir, name, model, texts, cases, safe_serialization=True):
 def main():
     minilm_dir, sts_dev, out_dir = sys.argv[1:4]
     os.makedirs(out_dir, exist_ok=True)
-    texts = sts_sentences(sts_dev, 40) + EDGE_TEXTS
+    texts = sts_sentences(sts_dev, 40) + EDGE_TEXTS + long_texts(sts_sentences(sts_dev, 200))
     work = tempfile.mkdtemp()
     plain = [{}]
 
@@ -161,10 +179,57 @@ def main():
     record(out_dir, "bert_bin_twin", build(bert, "mean", dense=8), texts, plain)
 
     # Sharded safetensors: the transformer weights split into several files with an index.
-    sharded = record(out_dir, "bert_sharded", build(bert, "mean"), texts, plain)
-    model = BertModel.from_pretrained(sharded)
-    os.remove(os.path.join(sharded, "model.safetensors"))
-    model.save_pretrained(sharded, max_shard_size="400KB")
+    def shard_safetensors(path):
+        model = BertModel.from_pretrained(path)
+        os.remove(os.path.join(path, "model.safetensors"))
+        model.save_pretrained(path, max_shard_size="400KB")
+        assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
+        assert not os.path.exists(os.path.join(path, "model.safetensors"))
+
+    record(out_dir, "bert_sharded", build(bert, "mean"), texts, plain, rearrange=shard_safetensors)
+
+    # A sharded pytorch_model.bin (pytorch_model.bin.index.json and torch.save shards),
+    # as large models saved by transformers 4 before safetensors ship it. transformers 5
+    # writes safetensors only, so the shards are written as transformers 4 wrote them.
+    def shard_pickle(path):
+        state = BertModel.from_pretrained(path).state_dict()
+        os.remove(os.path.join(path, "model.safetensors"))
+        names = list(state)
+        groups = [names[i::3] for i in range(3)]
+        weight_map, total = {}, 0
+        for i, group in enumerate(groups):
+            shard = f"pytorch_model-{i + 1:05d}-of-{len(groups):05d}.bin"
+            torch.save({n: state[n].contiguous() for n in group}, os.path.join(path, shard))
+            for n in group:
+                weight_map[n] = shard
+                total += state[n].numel() * state[n].element_size()
+        with open(os.path.join(path, "pytorch_model.bin.index.json"), "w", encoding="utf-8") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+
+    record(out_dir, "bert_bin_sharded", build(bert, "mean", dense=8), texts, plain, rearrange=shard_pickle)
+
+    # The sentence-transformers 2.x layout: the Transformer module's files (config,
+    # weights, tokenizer, sentence_bert_config.json) in 0_Transformer/, named by
+    # modules.json's path, beside 1_Pooling/ and 2_Normalize/.
+    def st2_layout(path):
+        sub = os.path.join(path, "0_Transformer")
+        os.makedirs(sub)
+        with open(os.path.join(path, "modules.json"), encoding="utf-8") as f:
+            modules = json.load(f)
+        assert modules[0]["type"].endswith("Transformer") and modules[0]["path"] == ""
+        modules[0]["path"] = "0_Transformer"
+        with open(os.path.join(path, "modules.json"), "w", encoding="utf-8") as f:
+            json.dump(modules, f, indent=2)
+        keep = {"modules.json", "config_sentence_transformers.json", "README.md"}
+        for entry in os.listdir(path):
+            full = os.path.join(path, entry)
+            if entry not in keep and os.path.isfile(full):
+                shutil.move(full, os.path.join(sub, entry))
+        assert os.path.exists(os.path.join(sub, "tokenizer.json"))
+        assert os.path.exists(os.path.join(sub, "sentence_bert_config.json"))
+
+    record(out_dir, "bert_st2_layout", build(bert, "cls", max_seq_length=40, do_lower_case=True), texts, plain,
+           rearrange=st2_layout)
 
     torch.manual_seed(1)
     mpnet = save_base(MPNetModel(MPNetConfig(vocab_size=bert_tok.vocab_size, pad_token_id=0, relative_attention_num_buckets=32, **TINY)), bert_tok, work, "mpnet")
@@ -188,11 +253,18 @@ def main():
     bert_tok.save_pretrained(ce_path)
     ce = CrossEncoder(ce_path, device="cpu")
     query = "How does Dartboard improve RAG systems?"
-    passages = texts[:12] + [EDGE_TEXTS[0], EDGE_TEXTS[-1]]
+    passages = texts[:12] + [EDGE_TEXTS[0], EDGE_TEXTS[-1]] + texts[-2:]
     scores = ce.predict([(query, p) for p in passages], convert_to_numpy=True)
     matrix = ce.predict([(a, b) for a in passages[:5] for b in passages[:5]], convert_to_numpy=True)
+    # Pairs with both sides past the limit (509 content tokens, odd: the longer side
+    # keeps the extra token), and a long side against a short one, both ways round.
+    mixed, long_words = texts[-2:]
+    pairs = [(mixed, long_words), (long_words, mixed), (mixed, texts[0]), (texts[0], mixed), (EDGE_TEXTS[-1], mixed),
+             (mixed, mixed[:3000])]
+    pair_scores = ce.predict(pairs, convert_to_numpy=True)
     with open(ce_path + ".json", "w", encoding="utf-8") as f:
-        json.dump({"query": query, "passages": passages, "scores": scores.tolist(), "matrix": matrix.reshape(5, 5).tolist()}, f)
+        json.dump({"query": query, "passages": passages, "scores": scores.tolist(), "matrix": matrix.reshape(5, 5).tolist(),
+                   "pairs": pairs, "pair_scores": pair_scores.tolist()}, f)
     shutil.rmtree(work)
 
 

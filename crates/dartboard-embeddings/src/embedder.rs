@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 use tracing::{debug_span, info_span};
 
 use crate::device::{device_name, kind_of, resolve_device};
+use crate::encoder::EncoderLimits;
 use crate::pipeline::{AfterPooling, DenseActivation, Pipeline, Prompts};
 use crate::pooling::{normalize, Pooling};
 use crate::tokenize::TextTokenizer;
@@ -63,6 +64,8 @@ pub struct SentenceEmbedder {
     dtype: DType,
     batch_size: usize,
     dim: usize,
+    /// How errors name the model: its repo id, else its directory.
+    model_name: String,
     files: ModelFiles,
 }
 
@@ -88,6 +91,7 @@ impl SentenceEmbedder {
         let max_length = token_limit(&pipeline, encoder.as_ref())?;
         let tokenizer =
             TextTokenizer::load(&pipeline.transformer_dir.join("tokenizer.json"), max_length, pipeline.do_lower_case)?;
+        check_tables(&pipeline, &tokenizer, encoder.limits())?;
         let dim = pipeline.output_dim(encoder.hidden_size()) as usize;
         let after_pooling = load_after_pooling(&pipeline, encoder.hidden_size(), device)?;
         Ok(SentenceEmbedder {
@@ -100,6 +104,7 @@ impl SentenceEmbedder {
             dtype: options.dtype,
             batch_size: options.batch_size.max(1),
             dim,
+            model_name: files.repo_id().map_or_else(|| files.dir().display().to_string(), str::to_owned),
             files: files.clone(),
         })
     }
@@ -136,6 +141,7 @@ impl SentenceEmbedder {
 
     /// How many tokens each text becomes (special tokens included, after truncation).
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        crate::tokenize::check_input_sizes(texts.iter().copied())?;
         Ok(self.tokenizer.encode(texts)?.iter().map(|e| e.len()).collect())
     }
 
@@ -160,7 +166,12 @@ impl SentenceEmbedder {
     /// Texts are tokenized once, sorted by token count (longest first, as
     /// sentence-transformers does) so each batch carries little padding, then put
     /// back in input order.
+    ///
+    /// Fails on a text longer than [`crate::MAX_TEXT_BYTES`], on more than
+    /// [`crate::MAX_REQUEST_BYTES`] in all, and when the model produces NaN or
+    /// infinity for a text (never returned as an embedding).
     pub fn encode_with(&self, texts: &[&str], prompt: Prompt<'_>) -> Result<Embeddings, EmbedError> {
+        crate::tokenize::check_input_sizes(texts.iter().copied())?;
         let mut out = vec![0f32; texts.len() * self.dim];
         if texts.is_empty() {
             return Ok(Embeddings::new(self.dim, out));
@@ -189,6 +200,9 @@ impl SentenceEmbedder {
             let vectors = self.embed_batch(&batch, prompt_length)?;
             pooled.resize(chunk.len() * self.dim, 0.0);
             vectors.f_copy_data(&mut pooled, chunk.len() * self.dim)?;
+            if let Some(index) = first_non_finite(&pooled, self.dim, chunk) {
+                return Err(EmbedError::NonFinite { model: self.model_name.clone(), index });
+            }
             for (row, &index) in chunk.iter().enumerate() {
                 out[index * self.dim..(index + 1) * self.dim]
                     .copy_from_slice(&pooled[row * self.dim..(row + 1) * self.dim]);
@@ -295,12 +309,54 @@ fn batches(sorted_lengths: &[usize], batch_size: usize, max_tokens: usize) -> Ve
     out
 }
 
+/// The input index of the first (lowest-index) row of a pass holding NaN or
+/// infinity: a backstop so that a model that overflows never hands out a vector
+/// that would poison every similarity computed with it. One pass over values that
+/// were just copied, so it costs nothing next to the forward pass.
+fn first_non_finite(rows: &[f32], dim: usize, chunk: &[usize]) -> Option<usize> {
+    rows.chunks_exact(dim).zip(chunk).filter(|(row, _)| !row.iter().all(|x| x.is_finite())).map(|(_, &i)| i).min()
+}
+
+/// The tokenizer and the sequence limit must fit the encoder's embedding tables:
+/// an id past `vocab_size` or a position past `max_position_embeddings` is an
+/// out-of-range lookup (an error on the CPU, a device assertion on CUDA), and
+/// sentence-transformers would fail on the first text that reaches it. Checked at
+/// load time, so a mismatched tokenizer is refused before any text is embedded.
+fn check_tables(pipeline: &Pipeline, tokenizer: &TextTokenizer, limits: EncoderLimits) -> Result<(), EmbedError> {
+    let config = pipeline.transformer_dir.join("config.json");
+    let fix = "use the tokenizer and sentence_bert_config.json that came with this config.json and its weights";
+    if let Some(highest) = tokenizer.highest_id().filter(|&id| i64::from(id) >= limits.vocab_size) {
+        return Err(EmbedError::InputOutOfRange {
+            config,
+            tokenizer: tokenizer.path().to_path_buf(),
+            detail: format!(
+                "the tokenizer has token ids up to {highest}, but config.json's vocab_size is {}",
+                limits.vocab_size
+            ),
+            fix,
+        });
+    }
+    if let Some(limit) = pipeline.max_seq_length.filter(|&n| n > limits.max_positions) {
+        return Err(EmbedError::InputOutOfRange {
+            config,
+            tokenizer: pipeline.transformer_dir.join("sentence_bert_config.json"),
+            detail: format!(
+                "max_seq_length is {limit} tokens, but config.json's position embeddings hold {} (max_position_embeddings less the padding offset)",
+                limits.max_positions
+            ),
+            fix,
+        });
+    }
+    Ok(())
+}
+
 /// The token limit as sentence-transformers computes it: `max_seq_length` from
 /// sentence_bert_config.json, else the smaller of the tokenizer's
 /// `model_max_length` and what the position embeddings allow.
 fn token_limit(pipeline: &Pipeline, encoder: &dyn Encoder) -> Result<usize, EmbedError> {
     let positions = encoder.max_positions();
     match pipeline.max_seq_length {
+        // Larger than the position table is refused by `check_tables`.
         Some(limit) => Ok(limit.min(positions)),
         None => crate::tokenize::declared_limit(&pipeline.transformer_dir, positions),
     }
@@ -308,7 +364,17 @@ fn token_limit(pipeline: &Pipeline, encoder: &dyn Encoder) -> Result<usize, Embe
 
 #[cfg(test)]
 mod tests {
-    use super::batches;
+    use super::{batches, first_non_finite};
+
+    #[test]
+    fn the_lowest_input_index_of_a_non_finite_row_is_named() {
+        // Rows of a pass hold texts 7, 2 and 5 (sorted by length, not by index).
+        let rows = [0.5, 0.5, f32::NAN, 1.0, 0.0, 0.0];
+        assert_eq!(first_non_finite(&rows, 2, &[7, 2, 5]), Some(2));
+        let rows = [f32::INFINITY, 0.0, 0.5, 0.5, 0.0, f32::NEG_INFINITY];
+        assert_eq!(first_non_finite(&rows, 2, &[7, 2, 5]), Some(5));
+        assert_eq!(first_non_finite(&[1.0, 2.0, 3.0, 4.0], 2, &[0, 1]), None);
+    }
 
     #[test]
     fn passes_respect_both_limits() {

@@ -54,6 +54,7 @@ pub use embeddings::Embeddings;
 pub use encoder::{Encoder, EncoderInput};
 pub use error::EmbedError;
 pub use pipeline::{AfterPooling, DenseActivation, DenseSpec, Pipeline, Prompts};
+pub use tokenize::{check_input_sizes, MAX_REQUEST_BYTES, MAX_TEXT_BYTES};
 
 /// The libtorch version `tch` requires; torch-sys refuses to build against any other.
 pub const LIBTORCH_VERSION: &str = "2.13.0";

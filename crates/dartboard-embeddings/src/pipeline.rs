@@ -563,7 +563,11 @@ mod tests {
             &module_list(&[("0_Transformer", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]),
         );
         write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode_mean_tokens": true}"#);
-        write(dir.path(), "0_Transformer/sentence_bert_config.json", r#"{"max_seq_length": 77, "do_lower_case": true}"#);
+        write(
+            dir.path(),
+            "0_Transformer/sentence_bert_config.json",
+            r#"{"max_seq_length": 77, "do_lower_case": true}"#,
+        );
         let p = Pipeline::read(dir.path()).unwrap();
         assert_eq!(p.transformer_dir, dir.path().join("0_Transformer"));
         assert_eq!((p.max_seq_length, p.do_lower_case), (Some(77), true));
@@ -622,16 +626,23 @@ mod tests {
             write(dir.path(), "1_Pooling/config.json", json);
             Pipeline::read(dir.path()).map(|p| p.pooling)
         };
-        let p = pooling(r#"{"pooling_mode_mean_tokens": 1, "pooling_mode_max_tokens": 2.5, "pooling_mode_cls_token": 0}"#);
+        let p =
+            pooling(r#"{"pooling_mode_mean_tokens": 1, "pooling_mode_max_tokens": 2.5, "pooling_mode_cls_token": 0}"#);
         assert_eq!(p.unwrap().modes(), &[PoolingMode::Max, PoolingMode::Mean]);
         let p = pooling(r#"{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": null, "include_prompt": 0}"#);
         let p = p.unwrap();
         assert_eq!(p.modes(), &[PoolingMode::Mean]);
         assert!(!p.include_prompt());
-        assert!(pooling(r#"{"pooling_mode": null, "pooling_mode_cls_token": 1}"#).unwrap().modes() == [PoolingMode::Cls]);
+        assert!(
+            pooling(r#"{"pooling_mode": null, "pooling_mode_cls_token": 1}"#).unwrap().modes() == [PoolingMode::Cls]
+        );
         for (json, key, value) in [
             (r#"{"pooling_mode_mean_tokens": "yes"}"#, "pooling_mode_mean_tokens", "\"yes\""),
-            (r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": "true"}"#, "pooling_mode_max_tokens", "\"true\""),
+            (
+                r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": "true"}"#,
+                "pooling_mode_max_tokens",
+                "\"true\"",
+            ),
             (r#"{"pooling_mode_mean_tokens": true, "include_prompt": "false"}"#, "include_prompt", "\"false\""),
             (r#"{"pooling_mode_cls_token": [1]}"#, "pooling_mode_cls_token", "[1]"),
         ] {

@@ -100,8 +100,8 @@ fn transformer_dir(dir: &Path) -> Result<PathBuf, HubError> {
         path: path.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
     };
-    let modules: Vec<ModuleEntry> =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a sentence-transformers modules list ({e})")))?;
+    let modules: Vec<ModuleEntry> = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("not a sentence-transformers modules list ({e})")))?;
     let Some(transformer) = modules.iter().find(|m| m.kind.rsplit('.').next() == Some("Transformer")) else {
         return Ok(dir.to_path_buf());
     };
