@@ -515,7 +515,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "1_Pooling/config.json", r#"{"pooling_mode": "mean"}"#);
         write(dir.path(), "2_Dense/config.json", r#"{"in_features": 32, "out_features": 16}"#);
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        // (modules.json as (path, type) pairs, parts the error must contain)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (
                 &[("", "Transformer"), ("2_Dense", "Dense"), ("1_Pooling", "Pooling")],
                 &["module 1 (Dense", "\"2_Dense\"", "before the Pooling module"],
