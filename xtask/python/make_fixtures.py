@@ -232,7 +232,9 @@ def main():
            rearrange=st2_layout)
 
     torch.manual_seed(1)
-    mpnet = save_base(MPNetModel(MPNetConfig(vocab_size=bert_tok.vocab_size, pad_token_id=0, relative_attention_num_buckets=32, **TINY)), bert_tok, work, "mpnet")
+    # 514 positions, as real MPNet checkpoints have: the 512-token limit of the
+    # tokenizer plus the padding offset (the long texts reach it).
+    mpnet = save_base(MPNetModel(MPNetConfig(vocab_size=bert_tok.vocab_size, pad_token_id=0, relative_attention_num_buckets=32, max_position_embeddings=514, **TINY)), bert_tok, work, "mpnet")
     record(out_dir, "mpnet_mean_norm", build(mpnet, "mean", max_seq_length=64), texts, plain)
     record(out_dir, "mpnet_cls", build(mpnet, "cls", normalize=False), texts, plain)
 

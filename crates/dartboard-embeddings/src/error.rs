@@ -14,11 +14,12 @@ pub enum EmbedError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A model file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
+        /// The underlying error (printed by the error chain, not repeated here).
+        #[source]
         source: std::io::Error,
     },
     /// A model file exists but its content is not what it must be.
@@ -162,4 +163,33 @@ fn describe_misfit(missing: &[String], mismatched: &[String]) -> String {
     }
     parts.push("check that config.json belongs to these weights".to_owned());
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod io_message_tests {
+    use super::*;
+
+    /// The CLI prints the chain (`{:#}`): the OS text must come from the source only.
+    #[test]
+    fn io_errors_print_the_os_text_once() {
+        let err = EmbedError::Io {
+            path: "/models/x/config.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let chain = anyhow_like(&err);
+        assert_eq!(chain.matches("permission denied").count(), 1, "{chain}");
+        assert!(chain.contains("/models/x/config.json"), "{chain}");
+    }
+
+    /// `{:#}` of anyhow, without depending on anyhow: the message and its sources.
+    fn anyhow_like(err: &dyn std::error::Error) -> String {
+        let mut out = err.to_string();
+        let mut source = err.source();
+        while let Some(e) = source {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            source = e.source();
+        }
+        out
+    }
 }
