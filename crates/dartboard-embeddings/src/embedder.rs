@@ -364,7 +364,29 @@ fn token_limit(pipeline: &Pipeline, encoder: &dyn Encoder) -> Result<usize, Embe
 
 #[cfg(test)]
 mod tests {
-    use super::{batches, first_non_finite};
+    use super::{batches, check_tables, first_non_finite};
+    use crate::encoder::EncoderLimits;
+    use crate::pipeline::Pipeline;
+    use crate::tokenize::TextTokenizer;
+
+    #[test]
+    fn tokenizer_ids_and_max_seq_length_must_fit_the_embedding_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        // A word-level tokenizer whose highest id is 41.
+        let tokenizer = serde_json::json!({"version": "1.0", "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1, "b": 41}, "unk_token": "[UNK]"}});
+        std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+        let tok = TextTokenizer::load(&dir.path().join("tokenizer.json"), 16, false).unwrap();
+        let mut pipeline = Pipeline::read(dir.path()).unwrap();
+        let limits = |vocab_size| EncoderLimits { vocab_size, type_vocab_size: Some(2), max_positions: 32 };
+        check_tables(&pipeline, &tok, limits(42)).unwrap();
+        let err = check_tables(&pipeline, &tok, limits(41)).unwrap_err().to_string();
+        assert!(err.contains("41") && err.contains("tokenizer.json") && err.contains("config.json"), "{err}");
+        pipeline.max_seq_length = Some(33);
+        let err = check_tables(&pipeline, &tok, limits(42)).unwrap_err().to_string();
+        assert!(err.contains("33") && err.contains("32") && err.contains("sentence_bert_config.json"), "{err}");
+    }
 
     #[test]
     fn the_lowest_input_index_of_a_non_finite_row_is_named() {
