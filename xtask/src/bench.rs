@@ -127,9 +127,12 @@ fn corpus_bench(dartboard: &Path, env: &setup::SetupEnv, out_dir: &Path, sts: &P
     };
     eprintln!("xtask: corpus bench: in-process encode of {texts} texts");
     let (_, stdout, _) = timed(
-        Command::new(dartboard).args(["bench", "--dtype", "bf16", "--batch-size", "32", "--repeat", "1", "--input"]).arg(&corpus),
+        Command::new(dartboard)
+            .args(["bench", "--dtype", "bf16", "--batch-size", "32", "--repeat", "1", "--input"])
+            .arg(&corpus),
     )?;
-    let inproc: Value = serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from bench")?)?;
+    let inproc: Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from bench")?)?;
     let mut runs = Vec::new();
     for (format, window) in [("jsonl", 8192), ("npy", 8192), ("parquet", 8192), ("jsonl", 1024), ("jsonl", 32768)] {
         eprintln!("xtask: corpus bench: dartboard embed --format {format} --window {window}");
@@ -165,7 +168,8 @@ fn corpus_bench(dartboard: &Path, env: &setup::SetupEnv, out_dir: &Path, sts: &P
             .env("HF_HUB_OFFLINE", "1"),
     )?;
     let _ = fs::remove_file(&st_out);
-    let st: Value = serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from st_bench")?)?;
+    let st: Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from st_bench")?)?;
     let results = json!({ "texts": texts, "in_process": inproc, "embed": runs, "sentence_transformers": { "wall_s": st_wall, "run": st } });
     fs::write(out_dir.join("corpus.json"), serde_json::to_string_pretty(&results)?)?;
     let table = render_corpus(&results);

@@ -21,7 +21,7 @@ mod tests {
     }
 
     /// A user's clone has nothing beside it: no code, script or doc may point at the
-    /// build machines' `../shared` folder. What the tests read lives in `data/`.
+    /// build machines' shared data folder. What the tests read lives in `data/`.
     #[test]
     fn nothing_refers_to_a_folder_outside_the_repository() {
         // Spelled in two pieces so this file does not match itself.

@@ -47,11 +47,7 @@ pub struct Rows<'a> {
 
 impl Rows<'_> {
     pub fn len(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.values.len() / self.dim
-        }
+        self.values.len().checked_div(self.dim).unwrap_or(0)
     }
 }
 
@@ -59,7 +55,8 @@ impl Rows<'_> {
 pub enum RowWriter<W: Write + Send> {
     Jsonl { out: W, line: Vec<u8> },
     Npy { out: W, dim: usize, expected: u64, written: u64 },
-    Parquet { writer: ArrowWriter<W>, schema: Arc<Schema>, dim: usize, next_index: u64 },
+    // Boxed: the Parquet writer is large and this enum lives on the stack.
+    Parquet { writer: Box<ArrowWriter<W>>, schema: Arc<Schema>, dim: usize, next_index: u64 },
 }
 
 impl<W: Write + Send> RowWriter<W> {
@@ -76,7 +73,7 @@ impl<W: Write + Send> RowWriter<W> {
                 let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
                 let writer =
                     ArrowWriter::try_new(out, schema.clone(), Some(props)).context("cannot start the Parquet file")?;
-                RowWriter::Parquet { writer, schema, dim, next_index: 0 }
+                RowWriter::Parquet { writer: Box::new(writer), schema, dim, next_index: 0 }
             }
         })
     }
@@ -155,7 +152,7 @@ impl<W: Write + Send> RowWriter<W> {
                 Ok(out)
             }
             RowWriter::Parquet { writer, .. } => {
-                let mut out = writer.into_inner().context("finishing the Parquet file")?;
+                let mut out = (*writer).into_inner().context("finishing the Parquet file")?;
                 out.flush()?;
                 Ok(out)
             }

@@ -44,6 +44,10 @@ impl Manifest {
     }
 }
 
+/// One stored window: its dimension, `rows × dim` values, and the texts under
+/// `--keep-text`.
+pub type Chunk = (usize, Vec<f32>, Option<Vec<String>>);
+
 /// The `FILE.partial/` folder of one output.
 pub struct Partial {
     dir: PathBuf,
@@ -113,7 +117,7 @@ impl Partial {
 
     /// Stores a finished window: temporary name, data synced, then renamed.
     pub fn write_chunk(&self, index: u64, dim: usize, values: &[f32], texts: Option<&[String]>) -> Result<()> {
-        let rows = if dim == 0 { 0 } else { values.len() / dim };
+        let rows = values.len().checked_div(dim).unwrap_or(0);
         let mut bytes = Vec::with_capacity(21 + values.len() * 4);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(rows as u64).to_le_bytes());
@@ -130,7 +134,7 @@ impl Partial {
     }
 
     /// Reads chunk `index`: its dimension, values and texts.
-    pub fn read_chunk(&self, index: u64) -> Result<Option<(usize, Vec<f32>, Option<Vec<String>>)>> {
+    pub fn read_chunk(&self, index: u64) -> Result<Option<Chunk>> {
         let path = self.dir.join(Self::chunk_name(index));
         if !path.is_file() {
             return Ok(None);
