@@ -92,20 +92,20 @@ impl InputSpec {
                 bail!("input file {} is a directory; give a file of texts", self.path.display());
             }
             if self.format == InputFormat::Parquet {
-                return Ok(Texts::Parquet(ParquetTexts::open(file, &self.path, &self.field)?));
+                return Ok(Texts::from(TextSource::Parquet(ParquetTexts::open(file, &self.path, &self.field)?)));
             }
             Box::new(BufReader::with_capacity(1 << 20, file))
         };
-        Ok(match self.format {
-            InputFormat::Lines => Texts::Lines { reader, name: self.name(), line: 0 },
-            InputFormat::Jsonl => Texts::Jsonl { reader, name: self.name(), field: self.field.clone(), line: 0 },
+        Ok(Texts::from(match self.format {
+            InputFormat::Lines => TextSource::Lines { reader, name: self.name(), line: 0 },
+            InputFormat::Jsonl => TextSource::Jsonl { reader, name: self.name(), field: self.field.clone(), line: 0 },
             InputFormat::Parquet => bail!("--input-format parquet needs a file, not stdin"),
-        })
+        }))
     }
 }
 
 /// The texts of an input, in order.
-pub enum Texts {
+pub enum TextSource {
     Lines {
         reader: Box<dyn BufRead>,
         name: String,
@@ -122,15 +122,69 @@ pub enum Texts {
     List(std::vec::IntoIter<String>),
 }
 
+/// The texts of an input, in order, with room for one text read ahead.
+pub struct Texts {
+    source: TextSource,
+    peeked: Option<String>,
+}
+
+impl From<TextSource> for Texts {
+    fn from(source: TextSource) -> Self {
+        Texts { source, peeked: None }
+    }
+}
+
 impl Texts {
+    fn next_text(&mut self) -> Result<Option<String>> {
+        match self.peeked.take() {
+            Some(text) => Ok(Some(text)),
+            None => self.source.next_text(),
+        }
+    }
+
+    /// Reads up to `n` texts, stopping early once they hold `max_bytes` (a window of
+    /// long documents must still fit one encode call). At least one text is read, so
+    /// a single over-long text reaches the embedder and its clear error.
+    pub fn take(&mut self, n: usize, max_bytes: usize) -> Result<Vec<String>> {
+        let mut texts = Vec::with_capacity(n.min(1 << 16));
+        let mut bytes = 0;
+        while texts.len() < n {
+            match self.next_text()? {
+                Some(text) if !texts.is_empty() && bytes + text.len() > max_bytes => {
+                    // Kept for the next window, so windows are the same on every run.
+                    self.peeked = Some(text);
+                    break;
+                }
+                Some(text) => {
+                    bytes += text.len();
+                    texts.push(text);
+                }
+                None => break,
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Skips `n` texts (what a resumed run has done already).
+    pub fn skip(&mut self, n: u64) -> Result<()> {
+        for done in 0..n {
+            if self.next_text()?.is_none() {
+                bail!("the input has only {done} texts, but the partial run had embedded {n}; it changed since");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TextSource {
     /// The next text, or `None` at the end.
-    pub fn next_text(&mut self) -> Result<Option<String>> {
+    fn next_text(&mut self) -> Result<Option<String>> {
         match self {
-            Texts::Lines { reader, name, line } => {
+            TextSource::Lines { reader, name, line } => {
                 *line += 1;
                 read_line(reader, name, *line)
             }
-            Texts::Jsonl { reader, name, field, line } => {
+            TextSource::Jsonl { reader, name, field, line } => {
                 *line += 1;
                 let Some(text) = read_line(reader, name, *line)? else { return Ok(None) };
                 let value: serde_json::Value = serde_json::from_str(&text)
@@ -146,31 +200,9 @@ impl Texts {
                     None => bail!("line {line} of {name} is not a JSON object"),
                 }
             }
-            Texts::Parquet(texts) => texts.next_text(),
-            Texts::List(texts) => Ok(texts.next()),
+            TextSource::Parquet(texts) => texts.next_text(),
+            TextSource::List(texts) => Ok(texts.next()),
         }
-    }
-
-    /// Reads up to `n` texts.
-    pub fn take(&mut self, n: usize) -> Result<Vec<String>> {
-        let mut texts = Vec::with_capacity(n.min(1 << 16));
-        while texts.len() < n {
-            match self.next_text()? {
-                Some(text) => texts.push(text),
-                None => break,
-            }
-        }
-        Ok(texts)
-    }
-
-    /// Skips `n` texts (what a resumed run has done already).
-    pub fn skip(&mut self, n: u64) -> Result<()> {
-        for done in 0..n {
-            if self.next_text()?.is_none() {
-                bail!("the input has only {done} texts, but the partial run had embedded {n}; it changed since");
-            }
-        }
-        Ok(())
     }
 }
 
@@ -249,5 +281,27 @@ impl ParquetTexts {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(texts: &[&str]) -> Texts {
+        Texts::from(TextSource::List(texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>().into_iter()))
+    }
+
+    #[test]
+    fn windows_stop_at_the_byte_budget_and_keep_the_next_text() {
+        let mut texts = list(&["aaaa", "bbbb", "cc", "dddddddd"]);
+        assert_eq!(texts.take(10, 9).unwrap(), ["aaaa", "bbbb"]);
+        assert_eq!(texts.take(10, 9).unwrap(), ["cc"]);
+        assert_eq!(texts.take(10, 9).unwrap(), ["dddddddd"]);
+        assert!(texts.take(10, 9).unwrap().is_empty());
+        // A text over the budget alone still goes through: the embedder names it.
+        assert_eq!(list(&["xxxxxxxxxxxxxxxxxxxx"]).take(10, 9).unwrap().len(), 1);
+        // The count bound still holds.
+        assert_eq!(list(&["a", "b", "c"]).take(2, 100).unwrap(), ["a", "b"]);
     }
 }

@@ -1,8 +1,9 @@
 //! `dartboard embed`: texts in, one embedding per text out, in input order, at corpus
 //! scale.
 //!
-//! The input is read, encoded and written in windows of `--window` texts, so memory
-//! does not grow with the corpus; the embedder sorts each window by length, which
+//! The input is read, encoded and written in windows of `--window` texts (fewer
+//! when their bytes would pass what one encode call accepts), so memory does not
+//! grow with the corpus; the embedder sorts each window by length, which
 //! keeps padding low. With `--output FILE` every finished window is stored in
 //! `FILE.partial/` ([`partial`]) and the file is assembled from those at the end, so
 //! a killed run continues with `--resume` and its output is byte-identical to an
@@ -21,11 +22,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dartboard_embeddings::Prompt;
+use dartboard_embeddings::{Prompt, MAX_REQUEST_BYTES};
 
 use crate::files::{output_target, write_output, OutputTarget};
 use crate::ModelArgs;
-use input::{InputFormat, InputSpec, Texts};
+use input::{InputFormat, InputSpec, TextSource, Texts};
 use output::{OutputFormat, RowWriter, Rows};
 use partial::{Manifest, Partial};
 use progress::Progress;
@@ -124,7 +125,7 @@ impl Source {
     fn open(&self) -> Result<Texts> {
         match self {
             Source::Input(spec) => spec.open(),
-            Source::Arguments(texts) => Ok(Texts::List(texts.clone().into_iter())),
+            Source::Arguments(texts) => Ok(Texts::from(TextSource::List(texts.clone().into_iter()))),
         }
     }
 
@@ -199,7 +200,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
                 if interrupted.load(Ordering::SeqCst) {
                     return Err(Interrupted("interrupted".to_owned()).into());
                 }
-                let batch = texts.take(window)?;
+                let batch = texts.take(window, MAX_REQUEST_BYTES)?;
                 if batch.is_empty() {
                     break;
                 }
@@ -234,26 +235,23 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
         Partial::open(&temporary.path().join("out"), &manifest, false)?
     };
-    texts.skip(done * window as u64)?;
-    let mut progress = Progress::new(args.quiet, source.count(), done * window as u64, log_every);
+    let already = partial.total_rows(done)?;
+    texts.skip(already)?;
+    let mut progress = Progress::new(args.quiet, source.count(), already, log_every);
     let mut windows = done;
-    let mut last_rows = if done > 0 { partial.rows_in(done - 1)? } else { window as u64 };
+    let mut embedded = already;
     let dim = model.embedding_dim();
-    // A short (or empty) last window means the input has ended.
-    while last_rows == window as u64 {
+    loop {
         if interrupted.load(Ordering::SeqCst) {
             progress.abandon();
             let message = if source.resumable() {
-                format!(
-                    "interrupted after {} texts; run the same command with --resume to continue",
-                    windows * window as u64
-                )
+                format!("interrupted after {embedded} texts; run the same command with --resume to continue")
             } else {
                 "interrupted; nothing was written".to_owned()
             };
             return Err(Interrupted(message).into());
         }
-        let batch = texts.take(window)?;
+        let batch = texts.take(window, MAX_REQUEST_BYTES)?;
         if batch.is_empty() {
             break;
         }
@@ -261,8 +259,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         let embeddings = model.encode_with(&refs, args.prompt())?;
         partial.write_chunk(windows, dim, embeddings.as_slice(), args.keep_text.then_some(batch.as_slice()))?;
         windows += 1;
-        last_rows = batch.len() as u64;
-        progress.add(last_rows);
+        embedded += batch.len() as u64;
+        progress.add(batch.len() as u64);
     }
 
     let total = partial.total_rows(windows)?;
