@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::download::BlobHasher;
+use crate::error::error_chain;
 use crate::remote::RemoteFile;
 use crate::{HubError, ModelStore};
 
@@ -292,17 +293,6 @@ fn unreadable(e: &dartboard_fs::FsError, missing: &str) -> String {
         dartboard_fs::FsError::TooLarge { max, .. } => format!("it is larger than the {max} bytes allowed"),
         other => error_chain(other),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// `(name, commit)` of every readable ref. One that cannot be read (a FIFO, a link

@@ -177,3 +177,16 @@ impl HubError {
         move |source| HubError::Io { action, path, source }
     }
 }
+
+/// An error and its sources, joined as the CLI prints them with `{:#}`: for messages
+/// that embed another error's whole story, and for tests of what users see.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use hf_hub::{HFClient, HFError};
 use serde::Deserialize;
 
+use crate::error::error_chain;
 use crate::HubError;
 
 /// Where the Hub is and how to talk to it, from the environment the Hugging Face
@@ -376,17 +377,6 @@ fn map_error(e: HFError, config: &HubConfig, repo_id: &str, revision: Option<&st
         HFError::Url(_) => HubError::NotAHub { endpoint, detail: "HF_ENDPOINT is not a valid URL".to_owned() },
         other => HubError::Remote { repo_id: repo_id.to_owned(), message: other.to_string() },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

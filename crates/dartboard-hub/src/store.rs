@@ -366,17 +366,7 @@ pub(crate) mod tests {
         rx.recv_timeout(Duration::from_secs(20)).expect("hung: a special file was read or waited on")
     }
 
-    /// The chain as the CLI prints it with `{:#}`.
-    pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut source = e.source();
-        while let Some(inner) = source {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            source = inner.source();
-        }
-        s
-    }
+    pub(crate) use crate::error::error_chain as chain;
 
     fn fake_model(dir: &Path) {
         fs::create_dir_all(dir.join("1_Pooling")).unwrap();
