@@ -5,13 +5,20 @@ Run by `cargo xtask test` through the project's venv (regenerated when this scri
 changes; nothing here is committed, because the outputs are a pure function of this
 script and the pinned library versions):
 
-    python make_fixtures.py MINILM_DIR STS_DEV_CSV OUT_DIR
+    python make_fixtures.py [--only arch_NAME] MINILM_DIR STS_DEV_CSV OUT_DIR
 
 For each fixture NAME it writes OUT_DIR/NAME/ (a model directory) and
 OUT_DIR/NAME.json (texts, the cases run, and the embeddings sentence-transformers
 produced after loading the saved directory back).
+
+BERT, MPNet and (XLM-)RoBERTa are built here; every other architecture has its own
+module `arch_<name>.py` beside this script with a `make(ctx)` function taking a
+`Context`, so adding an architecture's fixtures is one new file. `--only` runs one
+of those modules alone (while working on it; `cargo xtask test` runs everything).
 """
 
+import glob
+import importlib
 import json
 import os
 import shutil
@@ -31,6 +38,7 @@ from transformers import (
     RobertaConfig,
     RobertaModel,
     XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
     XLMRobertaModel,
 )
 from stsb import sts_sentences
@@ -248,11 +256,26 @@ def main():
 
     # Cross-encoder: BERT with a one-logit classification head (sigmoid at predict time).
     torch.manual_seed(4)
-    ce_path = os.path.join(out_dir, "cross_encoder")
+    head = BertForSequenceClassification(BertConfig(vocab_size=bert_tok.vocab_size, num_labels=1, **TINY))
+    record_cross_encoder(out_dir, "cross_encoder", head, bert_tok, texts)
+    torch.manual_seed(5)
+    head = XLMRobertaForSequenceClassification(XLMRobertaConfig(
+        vocab_size=len(uni_tok), num_labels=1, pad_token_id=1, type_vocab_size=1, max_position_embeddings=130, **TINY))
+    record_cross_encoder(out_dir, "xlmr_cross_encoder", head, uni_tok, texts)
+
+    run_arch_modules(Context(out_dir, texts, work, bert_tok, uni_tok))
+    shutil.rmtree(work)
+
+
+def record_cross_encoder(out_dir, name, model, tokenizer, texts):
+    """Saves a sequence-classification `model` (weights spread) with `tokenizer` as
+    OUT_DIR/NAME and records sentence-transformers' `CrossEncoder.predict` scores
+    (its default activation) for a query against passages, a 5 x 5 matrix of
+    ordered pairs, and pairs with sides past the token limit."""
+    ce_path = os.path.join(out_dir, name)
     shutil.rmtree(ce_path, ignore_errors=True)
-    head = spread(BertForSequenceClassification(BertConfig(vocab_size=bert_tok.vocab_size, num_labels=1, **TINY)))
-    head.save_pretrained(ce_path)
-    bert_tok.save_pretrained(ce_path)
+    spread(model).save_pretrained(ce_path)
+    tokenizer.save_pretrained(ce_path)
     ce = CrossEncoder(ce_path, device="cpu")
     query = "How does Dartboard improve RAG systems?"
     passages = texts[:12] + [EDGE_TEXTS[0], EDGE_TEXTS[-1]] + texts[-2:]
@@ -269,8 +292,50 @@ def main():
     with open(ce_path + ".json", "w", encoding="utf-8") as f:
         json.dump({"query": query, "passages": passages, "scores": scores.tolist(), "matrix": matrix.reshape(5, 5).tolist(),
                    "pairs": pairs, "pair_scores": pair_scores.tolist()}, f)
+    return ce_path
+
+
+class Context:
+    """What an `arch_<name>.py` module's `make(ctx)` gets: where to write, the texts
+    every fixture embeds, a scratch directory, and the two test tokenizers (a BERT
+    WordPiece one and a small XLM-R-shaped Unigram one). The helpers `build`,
+    `record`, `record_cross_encoder`, `spread` and `save_base` of this module are
+    attributes too."""
+
+    def __init__(self, out_dir, texts, work, bert_tok, uni_tok):
+        self.out_dir, self.texts, self.work = out_dir, texts, work
+        self.bert_tok, self.uni_tok = bert_tok, uni_tok
+        self.tiny = dict(TINY)
+        self.build, self.record, self.record_cross_encoder = build, record, record_cross_encoder
+        self.spread, self.save_base = spread, save_base
+
+
+def arch_modules():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(here, "arch_*.py")))
+
+
+def run_arch_modules(ctx, only=None):
+    for name in arch_modules():
+        if only is None or name == only:
+            torch.manual_seed(sum(map(ord, name)))
+            importlib.import_module(name).make(ctx)
+
+
+def main_only(only, minilm_dir, sts_dev, out_dir):
+    """One architecture module's fixtures, with the same texts and tokenizers."""
+    if only not in arch_modules():
+        sys.exit(f"no module {only}.py beside make_fixtures.py (have: {', '.join(arch_modules())})")
+    os.makedirs(out_dir, exist_ok=True)
+    texts = sts_sentences(sts_dev, 40) + EDGE_TEXTS + long_texts(sts_sentences(sts_dev, 200))
+    work = tempfile.mkdtemp()
+    ctx = Context(out_dir, texts, work, bert_tokenizer(minilm_dir), unigram_tokenizer(sts_sentences(sts_dev, 2000)))
+    run_arch_modules(ctx, only)
     shutil.rmtree(work)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "--only":
+        main_only(*sys.argv[2:6])
+    else:
+        main()

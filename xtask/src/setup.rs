@@ -251,14 +251,18 @@ pub fn reference_outputs(env: &SetupEnv, sts_dev: &Path) -> Result<()> {
 fn generate(env: &SetupEnv, script: &str, out: &Path, input: &Path) -> Result<()> {
     let script = root().join("xtask/python").join(script);
     let stamp_path = out.with_extension("stamp");
-    // The script, the helper module the scripts import, the model and the input.
-    let stamp = format!(
-        "{}\n{}\n{}\n{}\n",
-        dartboard_hub::sha256_file(&script)?,
-        dartboard_hub::sha256_file(&root().join("xtask/python/stsb.py"))?,
-        env.model_dir.display(),
-        dartboard_hub::sha256_file(input)?
-    );
+    // The script, the modules it may import (`stsb.py`, the `arch_*.py`
+    // architecture modules), the model and the input.
+    let mut stamp = format!("{}\n", dartboard_hub::sha256_file(&script)?);
+    let mut modules: Vec<PathBuf> = fs::read_dir(root().join("xtask/python"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "stsb.py" || n.starts_with("arch_")))
+        .collect();
+    modules.sort();
+    for module in &modules {
+        stamp.push_str(&format!("{}\n", dartboard_hub::sha256_file(module)?));
+    }
+    stamp.push_str(&format!("{}\n{}\n", env.model_dir.display(), dartboard_hub::sha256_file(input)?));
     if out.exists() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(());
     }
