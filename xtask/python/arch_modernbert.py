@@ -128,13 +128,15 @@ def make(ctx):
     with norms_kept(ctx):
         base = ctx.save_base(ModernBertModel(tiny_config(tok)), tok, ctx.work, "modernbert")
         hub = ctx.save_base(ModernBertModel(tiny_config(tok)), tok, ctx.work, "modernbert_hub")
-    to_hub_config(hub)
 
     path = ctx.record(ctx.out_dir, "modernbert_mean_norm", ctx.build(base, "mean", max_seq_length=256, prompts=prompts),
                       ctx.texts, [{}, {"prompt_name": "query"}, {"prompt_name": "document"}])
     check_attention_implementation(path)
     ctx.record(ctx.out_dir, "modernbert_cls", ctx.build(base, "cls", normalize=False), ctx.texts, plain)
-    ctx.record(ctx.out_dir, "modernbert_hub_config", ctx.build(hub, "mean", max_seq_length=256), ctx.texts, plain)
+    # Rewritten after sentence-transformers saves (which writes the transformers 5
+    # spelling) and before it loads the result back for the reference.
+    ctx.record(ctx.out_dir, "modernbert_hub_config", ctx.build(hub, "mean", max_seq_length=256), ctx.texts, plain,
+               rearrange=to_hub_config)
 
     with norms_kept(ctx):
         head = ModernBertForSequenceClassification(tiny_config(tok, num_labels=1, classifier_pooling="mean"))
