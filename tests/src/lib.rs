@@ -14,6 +14,8 @@ use dartboard_config::{EmbeddingConfig, Env, Overrides};
 use dartboard_hub::{ModelFiles, ModelRef, ModelStore};
 use serde::Deserialize;
 
+pub mod parity;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

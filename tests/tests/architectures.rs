@@ -3,67 +3,13 @@
 //! `xtask/python/make_fixtures.py` builds and saves with sentence-transformers (see
 //! that script for the list). f32, minimum cosine ≥ 0.99999 for every text and case.
 
-use std::path::PathBuf;
-
 use dartboard_embeddings::{LoadOptions, Prompt, SentenceEmbedder};
 use dartboard_tests::{cosine, workspace_root};
-use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct Fixture {
-    texts: Vec<String>,
-    dim: usize,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    prompt_name: Option<String>,
-    prompt: Option<String>,
-    embeddings: Vec<Vec<f32>>,
-}
-
-fn fixtures_dir() -> PathBuf {
-    workspace_root().join("tests/fixtures/generated/tiny")
-}
-
-fn load(name: &str) -> (SentenceEmbedder, Fixture) {
-    let dir = fixtures_dir().join(name);
-    let json = std::fs::read(dir.with_extension("json"))
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask test`, which generates the fixtures", dir.display()));
-    let files = dartboard_hub::ModelFiles::open(&dir, None, None).unwrap();
-    (SentenceEmbedder::load(&files, LoadOptions::default()).unwrap(), serde_json::from_slice(&json).unwrap())
-}
+use dartboard_tests::parity::{self, fixtures_dir, load};
 
 fn check(name: &str) {
-    let (model, fixture) = load(name);
-    assert_eq!(model.embedding_dim(), fixture.dim, "{name}: dimension");
-    let texts: Vec<&str> = fixture.texts.iter().map(String::as_str).collect();
-    for case in &fixture.cases {
-        let prompt = match (&case.prompt_name, &case.prompt) {
-            (Some(name), _) => Prompt::Name(name),
-            (None, Some(text)) => Prompt::Text(text),
-            (None, None) => Prompt::Default,
-        };
-        let ours = model.encode_with(&texts, prompt).unwrap();
-        let worst = case
-            .embeddings
-            .iter()
-            .enumerate()
-            .map(|(i, theirs)| {
-                let c = cosine(ours.row(i), theirs);
-                assert!(c.is_finite(), "{name}: text {i} gives {c}");
-                (c, i)
-            })
-            .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
-        // Parity only means something if texts embed differently from each other.
-        let spread = (1..texts.len())
-            .map(|i| cosine(&case.embeddings[i - 1], &case.embeddings[i]))
-            .fold(f64::INFINITY, f64::min);
-        assert!(spread < 0.99, "{name}: fixture texts embed alike (min neighbour cosine {spread})");
-        println!("{name} {prompt:?}: min cosine {:.8} (texts differ down to {spread:.3})", worst.0);
-        assert!(worst.0 >= 0.99999, "{name} {prompt:?}: cosine {} on text {:?}", worst.0, texts[worst.1]);
-    }
+    parity::embeddings(name);
 }
 
 macro_rules! parity {
@@ -214,40 +160,23 @@ fn prompts_are_looked_up_by_name() {
     assert!(cosine(none.row(0), explicit.row(0)) < 0.9999, "the prompt changes the embedding");
 }
 
-#[derive(Deserialize)]
-struct CrossFixture {
-    query: String,
-    passages: Vec<String>,
-    scores: Vec<f32>,
-    matrix: Vec<Vec<f32>>,
-    pairs: Vec<(String, String)>,
-    pair_scores: Vec<f32>,
+#[test]
+fn cross_encoder_scores_match_sentence_transformers() {
+    let (model, _) = parity::load_cross_encoder("cross_encoder", LoadOptions::default());
+    assert_eq!(model.activation(), dartboard_embeddings::ScoreActivation::Sigmoid);
+    parity::cross_encoder("cross_encoder");
 }
 
 #[test]
-fn cross_encoder_scores_match_sentence_transformers() {
-    let dir = fixtures_dir().join("cross_encoder");
-    let fixture: CrossFixture = serde_json::from_slice(&std::fs::read(dir.with_extension("json")).unwrap()).unwrap();
-    let files = dartboard_hub::ModelFiles::open(&dir, None, None).unwrap();
-    let model = dartboard_embeddings::CrossEncoder::load(&files, LoadOptions::default()).unwrap();
-    assert_eq!(model.activation(), dartboard_embeddings::ScoreActivation::Sigmoid);
-    let passages: Vec<&str> = fixture.passages.iter().map(String::as_str).collect();
-    let scores = model.score(&fixture.query, &passages).unwrap();
-    let worst = scores.iter().zip(&fixture.scores).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    println!("cross-encoder max |score difference| {worst:e}");
-    assert!(worst <= 1e-4, "{scores:?} vs {:?}", fixture.scores);
-    let (lo, hi) = fixture.scores.iter().fold((f32::MAX, f32::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
-    assert!(hi - lo > 0.1, "fixture scores must spread for the tolerance to mean anything: {lo}..{hi}");
-    let matrix = model.score_matrix(&passages[..5]).unwrap();
-    for (ours, theirs) in matrix.iter().flatten().zip(fixture.matrix.iter().flatten()) {
-        assert!((ours - theirs).abs() <= 1e-4, "{ours} vs {theirs}");
-    }
-    // Pairs are ordered: (a, b) and (b, a) are different inputs.
-    assert!(matrix[0][1] != matrix[1][0]);
-    // Long sides are tokenized from bounded prefixes; pair truncation is unchanged.
-    let pairs: Vec<(&str, &str)> = fixture.pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let scores: Vec<f32> = model.predict(&pairs).unwrap().into_iter().map(|row| row[0]).collect();
-    for (i, (ours, theirs)) in scores.iter().zip(&fixture.pair_scores).enumerate() {
-        assert!((ours - theirs).abs() <= 1e-4, "pair {i}: {ours} vs {theirs}");
+fn xlm_roberta_cross_encoder_scores_match_sentence_transformers() {
+    parity::cross_encoder("xlmr_cross_encoder");
+}
+
+#[test]
+fn bert_and_xlm_roberta_in_bf16_and_left_padded() {
+    for name in ["bert_mean_norm", "xlmr_mean_norm", "mpnet_mean_norm"] {
+        parity::embeddings_bf16(name);
+        parity::batch_equals_single(name);
+        parity::padding_sides_agree(name);
     }
 }

@@ -260,7 +260,7 @@ def main():
     record_cross_encoder(out_dir, "cross_encoder", head, bert_tok, texts)
     torch.manual_seed(5)
     head = XLMRobertaForSequenceClassification(XLMRobertaConfig(
-        vocab_size=len(uni_tok), num_labels=1, pad_token_id=1, type_vocab_size=1, max_position_embeddings=130, **TINY))
+        vocab_size=len(uni_tok), num_labels=1, pad_token_id=1, type_vocab_size=1, max_position_embeddings=514, **TINY))
     record_cross_encoder(out_dir, "xlmr_cross_encoder", head, uni_tok, texts)
 
     run_arch_modules(Context(out_dir, texts, work, bert_tok, uni_tok))

@@ -4,8 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dartboard_config::{DType, EmbeddingConfig, Overrides};
-use dartboard_embeddings::pooling::{Pooling, PoolingMode};
-use dartboard_embeddings::{LoadOptions, SentenceEmbedder};
+use dartboard_embeddings::{LoadOptions, Pooling, PoolingMode, SentenceEmbedder};
 use dartboard_hub::{ModelRef, ModelStore};
 
 fn model(dtype: DType) -> SentenceEmbedder {

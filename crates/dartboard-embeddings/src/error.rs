@@ -59,6 +59,13 @@ pub enum EmbedError {
         /// What is supported.
         supported: &'static [&'static str],
     },
+    /// A cross-encoder was asked of an architecture without a classification head here.
+    #[error("{} describes a model that dartboard-rs can embed with but has no sequence-classification head for, so it cannot run as a cross-encoder; docs/configuring-embedding-models.md lists the architectures that can", path.display())]
+    NoClassificationHead {
+        /// The model's config.json.
+        path: PathBuf,
+    },
+
     /// A token id, token type id or position lies outside the model's embedding
     /// tables: the tokenizer does not belong with `config.json`.
     #[error("{detail}, which {} does not allow; the input came from {}, which does not fit that config.json: {fix}", config.display(), tokenizer.display())]

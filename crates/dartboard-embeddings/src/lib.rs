@@ -10,11 +10,16 @@
 //! - [`SentenceEmbedder`] is the public model: [`SentenceEmbedder::encode`] returns
 //!   [`Embeddings`] that match `SentenceTransformer(...).encode(texts)`.
 //! - [`Encoder`] is the trait every architecture implements ([`models`] has one file
-//!   per architecture); [`pooling`] is shared and never knows which one ran.
+//!   per architecture and the registry); pooling is shared and never knows which
+//!   one ran.
 //! - [`EmbedError`] names the file and the fix for everything that can go wrong.
 //! - On the CPU, linear layers run libtorch's oneDNN kernels, and attention and
-//!   LayerNorm our own AVX-512 kernels (`cpp/`), each with an aten fallback; why,
-//!   with measurements, is in `docs/benchmarks.md`.
+//!   LayerNorm our own AVX-512 kernels (`backend/cpp/`), each with an aten
+//!   fallback; why, with measurements, is in `docs/benchmarks.md`.
+//!
+//! Inside, modules point one way: `spec` (file formats, no tensors) and `backend`
+//! (the only unsafe/FFI code) at the bottom, `weights` and `layers` on them,
+//! `models` (architectures and their registry) on those, `pipeline` on top.
 //!
 //! ```no_run
 //! use dartboard_config::{EmbeddingConfig, Overrides};
@@ -29,32 +34,27 @@
 //! ```
 #![deny(missing_docs)]
 
-mod allocator;
-mod cross_encoder;
-mod device;
-mod embedder;
-mod embeddings;
+mod backend;
 mod encoder;
 mod error;
-mod kernels;
-pub mod models;
-mod onednn;
-mod pickle;
+mod layers;
+mod models;
 mod pipeline;
-pub mod pooling;
-mod shim;
-mod tokenize;
+mod spec;
 mod weights;
 
-pub use allocator::retain_freed_memory;
-pub use cross_encoder::{CrossEncoder, ScoreActivation};
-pub use device::{cuda_available, device_name, kind_of, resolve_device};
-pub use embedder::{LoadOptions, Prompt, SentenceEmbedder};
-pub use embeddings::Embeddings;
-pub use encoder::{Encoder, EncoderInput};
+pub use backend::allocator::retain_freed_memory;
+pub use backend::device::{cuda_available, device_name, kind_of, resolve_device};
+pub use encoder::{Encoder, EncoderInput, EncoderLimits};
 pub use error::EmbedError;
-pub use pipeline::{AfterPooling, DenseActivation, DenseSpec, Pipeline, Prompts};
-pub use tokenize::{check_input_sizes, MAX_REQUEST_BYTES, MAX_TEXT_BYTES};
+pub use models::SUPPORTED as SUPPORTED_MODEL_TYPES;
+pub use pipeline::cross_encoder::{CrossEncoder, ScoreActivation};
+pub use pipeline::embedder::{LoadOptions, Prompt, SentenceEmbedder};
+pub use pipeline::embeddings::Embeddings;
+pub use pipeline::pooling::normalize;
+pub use pipeline::tokenize::{check_input_sizes, MAX_REQUEST_BYTES, MAX_TEXT_BYTES};
+pub use spec::modules::{AfterPooling, DenseActivation, DenseSpec, Pipeline, Prompts};
+pub use spec::pooling::{Pooling, PoolingMode};
 
 /// The libtorch version `tch` requires; torch-sys refuses to build against any other.
 pub const LIBTORCH_VERSION: &str = "2.13.0";
@@ -71,7 +71,7 @@ pub fn intra_op_threads() -> i32 {
 /// Which libtorch kernel [`measure_gemm_gflops`] times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmKernel {
-    /// The route this crate's models take ([`models::linear`]): oneDNN on the CPU.
+    /// The route this crate's models take (their linear layers): oneDNN on the CPU.
     Model,
     /// Plain `matmul`, as PyTorch's f32 `nn.Linear` runs it on the CPU (MKL).
     Matmul,
@@ -91,7 +91,7 @@ pub fn measure_gemm_gflops(
     let a = tch::Tensor::f_randn([size, size], options)?;
     let b = tch::Tensor::f_randn([size, size], options)?;
     let product = || match kernel {
-        GemmKernel::Model => models::linear(&a, &b, None),
+        GemmKernel::Model => layers::linear(&a, &b, None),
         GemmKernel::Matmul => Ok(a.f_matmul(&b)?),
     };
     let _ = product()?; // warm-up

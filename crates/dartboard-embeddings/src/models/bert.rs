@@ -2,16 +2,19 @@
 //!
 //! Mirrors transformers' `BertModel`
 //! (`src/transformers/models/bert/modeling_bert.py`): learned absolute positions,
-//! token types, post-LayerNorm residual blocks. The pooler head is not loaded:
-//! sentence-transformers pools the token embeddings itself.
+//! token types, post-LayerNorm residual blocks. Embedding models skip the pooler
+//! (sentence-transformers pools the token embeddings itself); cross-encoders
+//! (`BertForSequenceClassification`) run it in their head: `[CLS]` → pooler dense →
+//! tanh → classifier.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::{Activation, AttentionMask, LayerNorm, Linear};
+use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::layers::{positions, Activation, AttentionMask, ClassificationHead, HeadPooling, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder, EncoderInput};
 
@@ -54,6 +57,21 @@ pub enum Positions {
     /// `pad + 1, pad + 2, ...` for real tokens and `pad` for padding (RoBERTa, XLM-R,
     /// fairseq's `make_positions`).
     AfterPadding(i64),
+}
+
+impl Architecture for Config {
+    fn encoder(&self, weights: &mut Weights, config_path: &Path) -> Result<Box<dyn Encoder>, EmbedError> {
+        Ok(Box::new(BertModel::load(weights, self, config_path)?))
+    }
+
+    fn classifier(&self, weights: &mut Weights, config_path: &Path, labels: i64) -> Result<Classifier, EmbedError> {
+        let encoder = BertModel::load(weights, self, config_path)?;
+        let h = self.hidden_size;
+        let pooler = Linear::load(&weights.pp("pooler").pp("dense"), h, h);
+        let out = Linear::load(&weights.pp_root("classifier"), h, labels);
+        let head = ClassificationHead::new(HeadPooling::First, Some((pooler, Activation::Tanh)), None, out)?;
+        Ok(Classifier { encoder: Box::new(encoder), head })
+    }
 }
 
 fn default_type_vocab_size() -> i64 {
@@ -181,8 +199,8 @@ impl Embeddings {
 
     fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor, EmbedError> {
         let positions = match self.positions {
-            Positions::Absolute => Tensor::f_arange(input_ids.size()[1], (Kind::Int64, input_ids.device()))?,
-            Positions::AfterPadding(pad) => super::positions_after_padding(input_ids, pad)?,
+            Positions::Absolute => positions::absolute(input_ids.size()[1], input_ids.device())?,
+            Positions::AfterPadding(pad) => positions::after_padding(input_ids, pad)?,
         };
         let words = Tensor::f_embedding(&self.word, input_ids, -1, false, false)?;
         let types = Tensor::f_embedding(&self.token_type, token_type_ids, -1, false, false)?;

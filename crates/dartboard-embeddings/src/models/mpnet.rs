@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use super::{positions_after_padding, Activation, AttentionMask, LayerNorm, Linear};
+use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::layers::{positions, Activation, AttentionMask, ClassificationHead, HeadPooling, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
 use crate::{EmbedError, Encoder, EncoderInput};
 
@@ -20,7 +21,7 @@ use crate::{EmbedError, Encoder, EncoderInput};
 /// says (`compute_position_bias(x)` keeps its default); matching outputs means
 /// doing the same.
 const BUCKETS: i64 = 32;
-const MAX_DISTANCE: f64 = 128.0;
+const MAX_DISTANCE: i64 = 128;
 /// transformers' `MPNetEmbeddings` numbers positions after id 1 whatever
 /// `pad_token_id` says (every released checkpoint uses 1 anyway).
 const PADDING_IDX: i64 = 1;
@@ -48,6 +49,24 @@ pub struct Config {
     /// Rows of the relative attention bias table.
     #[serde(default = "default_buckets")]
     pub relative_attention_num_buckets: i64,
+}
+
+impl Architecture for Config {
+    fn encoder(&self, weights: &mut Weights, config_path: &Path) -> Result<Box<dyn Encoder>, EmbedError> {
+        Ok(Box::new(MPNetModel::load(weights, self, config_path)?))
+    }
+
+    /// `MPNetForSequenceClassification`: `[CLS]` → `classifier.dense` → tanh →
+    /// `classifier.out_proj`, as RoBERTa's head.
+    fn classifier(&self, weights: &mut Weights, config_path: &Path, labels: i64) -> Result<Classifier, EmbedError> {
+        let encoder = MPNetModel::load(weights, self, config_path)?;
+        let h = self.hidden_size;
+        let classifier = weights.pp_root("classifier");
+        let dense = Linear::load(&classifier.pp("dense"), h, h);
+        let out = Linear::load(&classifier.pp("out_proj"), h, labels);
+        let head = ClassificationHead::new(HeadPooling::First, Some((dense, Activation::Tanh)), None, out)?;
+        Ok(Classifier { encoder: Box::new(encoder), head })
+    }
 }
 
 fn default_layer_norm_eps() -> f64 {
@@ -136,33 +155,11 @@ impl MPNetModel {
     fn position_bias(&self, seq: i64, dtype: Kind) -> Result<Tensor, EmbedError> {
         // Buckets on the CPU, as transformers computes them: a GPU `log` rounding one
         // ulp lower at an exact power of two would pick the bucket below.
-        let positions = Tensor::f_arange(seq, (Kind::Int64, Device::Cpu))?;
-        let relative = positions.f_unsqueeze(0)?.f_sub(&positions.f_unsqueeze(1)?)?; // [q, k]
-        let buckets = relative_position_bucket(&relative)?.f_to_device(self.word.device())?;
+        let relative = positions::relative_distances(seq)?; // [q, k]: key - query
+        let buckets = positions::relative_bucket(&relative, BUCKETS, MAX_DISTANCE)?.f_to_device(self.word.device())?;
         let values = Tensor::f_embedding(&self.relative_bias, &buckets, -1, false, false)?; // [q, k, heads]
         Ok(values.f_permute([2, 0, 1])?.f_unsqueeze(0)?.f_to_kind(dtype)?)
     }
-}
-
-/// T5's bucketing of relative positions, as MPNet uses it: half the buckets per
-/// direction, exact up to 8, logarithmic up to 128.
-fn relative_position_bucket(relative: &Tensor) -> Result<Tensor, EmbedError> {
-    let half = BUCKETS / 2;
-    let n = relative.f_neg()?;
-    let direction = n.f_lt(0)?.f_to_kind(Kind::Int64)?.f_mul_scalar(half)?;
-    let n = n.f_abs()?;
-    let max_exact = half / 2;
-    let is_small = n.f_lt(max_exact)?;
-    let scale = (half - max_exact) as f64 / (MAX_DISTANCE / max_exact as f64).ln();
-    let large = n
-        .f_to_kind(Kind::Float)?
-        .f_div_scalar(max_exact as f64)?
-        .f_log()?
-        .f_mul_scalar(scale)?
-        .f_to_kind(Kind::Int64)?
-        .f_add_scalar(max_exact)?
-        .f_clamp_max(half - 1)?;
-    Ok(direction.f_add(&n.f_where_self(&is_small, &large)?)?)
 }
 
 impl Encoder for MPNetModel {
@@ -179,9 +176,9 @@ impl Encoder for MPNetModel {
         super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
         // Token types are not used by MPNet, so any value is fine there.
         super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
-        let positions = positions_after_padding(&input.input_ids, PADDING_IDX)?;
+        let ids = positions::after_padding(&input.input_ids, PADDING_IDX)?;
         let words = Tensor::f_embedding(&self.word, &input.input_ids, -1, false, false)?;
-        let pos = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;
+        let pos = Tensor::f_embedding(&self.position, &ids, -1, false, false)?;
         let mut hidden = self.embedding_norm.forward(&words.f_add(&pos)?)?;
         let bias = self.position_bias(seq, hidden.kind())?;
         let mask = AttentionMask::padding_and_bias(&input.attention_mask, &bias)?;

@@ -2,6 +2,19 @@
 //! forward pass, and the kernel is picked from the device, the CPU and the
 //! sequence length.
 //!
+//! What an architecture's attention may need, and how it reaches the kernels:
+//! - padding: always, as the `[B, T]` mask from the tokenizer (left or right);
+//! - an additive per-head bias shared by the batch (MPNet's and T5's relative
+//!   positions): handed to every kernel as is;
+//! - causal or sliding-window visibility ([`Visibility`]): turned into the same
+//!   kind of additive bias, so our kernel stays the fast path;
+//! - grouped-query heads (fewer key/value heads than query heads) and a scale
+//!   other than `1/√d`: [`AttentionMask::attend_split`] repeats the key/value heads
+//!   and scales the queries, then takes the same fused path.
+//!
+//! Biases that differ per text (DeBERTa's disentangled attention) do not fit this
+//! shape; such an architecture computes its scores itself.
+//!
 //! Why three kernels: libtorch's fused CPU attention
 //! (`_scaled_dot_product_flash_attention_for_cpu`) works in blocks sized for long
 //! sequences. On the batches an embedding model sees (32 texts of 8–256 tokens,
@@ -16,7 +29,8 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::{kernels, EmbedError};
+use crate::backend::kernels;
+use crate::EmbedError;
 
 /// Longest sequence that uses the explicit aten kernel on a CPU without AVX-512.
 /// Measured on a 2-core AVX-512 machine, batch 32, 12 heads of 32, f32: explicit
@@ -66,10 +80,85 @@ pub(crate) enum AttentionMask {
     Cpu { keys: Tensor, heads: Option<Tensor> },
 }
 
+/// Which keys each query may see besides padding: `before` keys before it and
+/// `after` keys after it (`None`: unlimited). Bidirectional encoders see
+/// everything; a causal decoder (Qwen3) sees nothing after; a sliding window
+/// (ModernBERT's and Gemma's local layers) sees a band around the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Visibility {
+    /// Keys before the query that remain visible (`None`: all).
+    pub before: Option<i64>,
+    /// Keys after the query that remain visible (`None`: all).
+    pub after: Option<i64>,
+}
+
+impl Visibility {
+    /// Every key (padding aside).
+    pub const ALL: Visibility = Visibility { before: None, after: None };
+    /// The query and the keys before it.
+    pub const CAUSAL: Visibility = Visibility { before: None, after: Some(0) };
+
+    /// `radius` keys on each side of the query.
+    pub fn window(radius: i64) -> Visibility {
+        Visibility { before: Some(radius), after: Some(radius) }
+    }
+
+    /// `[seq, seq]` f32: 0 where query `q` may see key `k`, the lowest f32 where it
+    /// may not; `None` when every pair is visible at this length.
+    fn bias(self, seq: i64, device: Device) -> Result<Option<Tensor>, EmbedError> {
+        let limited = |limit: Option<i64>| limit.is_some_and(|n| n < seq - 1);
+        if !limited(self.before) && !limited(self.after) {
+            return Ok(None);
+        }
+        let positions = Tensor::f_arange(seq, (Kind::Int64, device))?;
+        let ahead = positions.f_unsqueeze(0)?.f_sub(&positions.f_unsqueeze(1)?)?; // k - q
+        let mut hidden = ahead.f_zeros_like()?.f_to_kind(Kind::Bool)?;
+        if let Some(after) = self.after {
+            hidden = hidden.f_logical_or(&ahead.f_gt(after)?)?;
+        }
+        if let Some(before) = self.before {
+            hidden = hidden.f_logical_or(&ahead.f_lt(-before)?)?;
+        }
+        let zeros = Tensor::f_zeros([seq, seq], (Kind::Float, device))?;
+        Ok(Some(zeros.f_masked_fill(&hidden, min_value(Kind::Float))?))
+    }
+}
+
 impl AttentionMask {
     /// Padding only: `attention_mask` is the `[B, T]` 0/1 tensor from the tokenizer.
     pub(crate) fn padding(attention_mask: &Tensor) -> Result<Self, EmbedError> {
         Self::build(attention_mask, None, Kernel::for_mask(attention_mask))
+    }
+
+    /// Padding, `visibility`, and optionally a per-head bias `[1, heads, T, T]` (or
+    /// `[heads, T, T]`) in any precision, for `heads` heads. Visibility becomes an
+    /// additive bias too, so every kernel, ours included, takes it.
+    pub(crate) fn new(
+        attention_mask: &Tensor,
+        visibility: Visibility,
+        heads: i64,
+        bias: Option<&Tensor>,
+    ) -> Result<Self, EmbedError> {
+        let (_, seq) = attention_mask.size2()?;
+        let Some(band) = visibility.bias(seq, attention_mask.device())? else {
+            return match bias {
+                Some(bias) => Self::padding_and_bias(attention_mask, bias),
+                None => Self::padding(attention_mask),
+            };
+        };
+        let combined = match bias {
+            // Hidden pairs stay at the lowest f32 rather than overflowing to -inf.
+            Some(bias) => {
+                let bias = bias.f_to_kind(Kind::Float)?.f_reshape([heads, seq, seq])?;
+                bias.f_add(&band)?.f_clamp_min(min_value(Kind::Float))?
+            }
+            None => band.f_unsqueeze(0)?.f_expand([heads, seq, seq], false)?,
+        };
+        let combined = combined.f_unsqueeze(0)?;
+        let kernel = Kernel::for_mask(attention_mask);
+        // The fused kernel adds the bias in the compute precision; ours and the
+        // explicit one in f32.
+        Self::build(attention_mask, Some(&combined), kernel)
     }
 
     /// Padding plus a per-head bias `[1, heads, T, T]` in the compute precision
@@ -101,6 +190,38 @@ impl AttentionMask {
         }
     }
 
+    /// Attention over separate projections: `q` is `[B, T, heads·d]`, `k` and `v`
+    /// `[B, T, kv_heads·d]` with `heads` a multiple of `kv_heads` (grouped-query
+    /// attention: each key/value head serves `heads / kv_heads` query heads).
+    /// Scores are scaled by `scale` (`None`: `1/√d`). Returns `[B, T, heads·d]`.
+    pub(crate) fn attend_split(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: i64,
+        kv_heads: i64,
+        scale: Option<f64>,
+    ) -> Result<Tensor, EmbedError> {
+        let (batch, seq, width) = q.size3()?;
+        let head_dim = width / heads;
+        let q = match scale {
+            // The kernels divide by √d; fold the difference into the queries.
+            Some(scale) => q.f_mul_scalar(scale * (head_dim as f64).sqrt())?,
+            None => q.shallow_clone(),
+        };
+        let expand = |x: &Tensor| -> Result<Tensor, EmbedError> {
+            if kv_heads == heads {
+                return Ok(x.shallow_clone());
+            }
+            let group = heads / kv_heads;
+            let x = x.f_view([batch, seq, kv_heads, 1, head_dim])?;
+            Ok(x.f_expand([batch, seq, kv_heads, group, head_dim], false)?.f_reshape([batch, seq, width])?)
+        };
+        let qkv = Tensor::f_cat(&[&q, &expand(k)?, &expand(v)?], -1)?;
+        self.attend(&qkv, heads)
+    }
+
     /// Attention over fused projections: `qkv` is `[B, T, 3·hidden]`, queries, keys
     /// and values side by side, split into `heads` heads. Returns `[B, T, hidden]`
     /// in the precision of `qkv`.
@@ -116,6 +237,15 @@ impl AttentionMask {
         let context = match self {
             AttentionMask::Fused(mask) => {
                 let (q, k, v) = (split.f_get(0)?, split.f_get(1)?, split.f_get(2)?);
+                // An additive mask must be in the compute precision; clamped first,
+                // because the lowest f32 is -inf in f16.
+                let converted;
+                let mask = if mask.kind() != Kind::Bool && mask.kind() != kind {
+                    converted = mask.f_clamp_min(min_value(kind))?.f_to_kind(kind)?;
+                    &converted
+                } else {
+                    mask
+                };
                 Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false)?
             }
             AttentionMask::Explicit(mask) => {

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::pipeline::read_optional_json;
+use crate::spec::read_optional_json;
 use crate::{EmbedError, EncoderInput};
 
 /// Most bytes one text may have (1 MiB). Only a text's first tokens are used, and a
@@ -50,6 +50,8 @@ pub fn check_input_sizes<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result
 #[derive(serde::Deserialize)]
 struct TokenizerConfig {
     model_max_length: Option<f64>,
+    /// `"left"` for decoder models (Qwen3), whose last token must be the text's.
+    padding_side: Option<String>,
 }
 
 /// The token limit a model directory's `tokenizer_config.json` declares
@@ -73,6 +75,8 @@ pub struct TextTokenizer {
     prefix_stable: bool,
     path: PathBuf,
     pad_id: i64,
+    /// Pad at the start of each row rather than the end.
+    pad_left: bool,
     lowercase: bool,
     max_length: usize,
 }
@@ -93,6 +97,25 @@ impl TextTokenizer {
             .map(|p| p.pad_id)
             .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)))
             .unwrap_or(0);
+        // transformers pads on the side tokenizer_config.json names, else on the
+        // side tokenizer.json's padding names, else on the right.
+        let config_side = match path.parent() {
+            Some(dir) => {
+                read_optional_json::<TokenizerConfig>(&dir.join("tokenizer_config.json"))?.and_then(|c| c.padding_side)
+            }
+            None => None,
+        };
+        let pad_left = match config_side.as_deref() {
+            Some("left") => true,
+            Some("right") => false,
+            Some(other) => {
+                return Err(EmbedError::InvalidFile {
+                    path: path.with_file_name("tokenizer_config.json"),
+                    reason: format!("padding_side is {other:?}; it must be \"left\" or \"right\""),
+                })
+            }
+            None => inner.get_padding().is_some_and(|p| matches!(p.direction, tokenizers::PaddingDirection::Left)),
+        };
         inner.with_padding(None);
         // tokenizers subtracts the special tokens from the limit without checking.
         let specials = inner.get_post_processor().map_or(0, |p| p.added_tokens(true).max(p.added_tokens(false)));
@@ -119,6 +142,7 @@ impl TextTokenizer {
             prefix_stable,
             path: path.to_path_buf(),
             pad_id: i64::from(pad_id),
+            pad_left,
             lowercase,
             max_length,
         })
@@ -262,7 +286,8 @@ impl TextTokenizer {
         text
     }
 
-    /// Pads encodings to the longest one and moves them to `device`.
+    /// Pads encodings to the longest one (on the side the tokenizer's config names)
+    /// and moves them to `device`.
     pub fn batch(&self, encodings: &[&Encoding], device: Device) -> Result<EncoderInput, EmbedError> {
         let rows = encodings.len();
         let width = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
@@ -270,7 +295,7 @@ impl TextTokenizer {
         let mut mask = vec![0i64; rows * width];
         let mut types = vec![0i64; rows * width];
         for (row, encoding) in encodings.iter().enumerate() {
-            let start = row * width;
+            let start = row * width + if self.pad_left { width - encoding.len() } else { 0 };
             for (i, ((&id, &m), &ty)) in
                 encoding.get_ids().iter().zip(encoding.get_attention_mask()).zip(encoding.get_type_ids()).enumerate()
             {
@@ -630,14 +655,41 @@ mod tests {
         let err = TextTokenizer::load(&path, 16, false).err().unwrap().to_string();
         assert!(err.contains(path.to_str().unwrap()) && err.contains("not a regular file"), "{err}");
         let config = dir.path().join("tokenizer_config.json");
-        let c = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
-        // SAFETY: a valid C string; mkfifo only creates a file.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        crate::backend::mkfifo(&config);
         let err = declared_limit(dir.path(), 512).unwrap_err().to_string();
         assert!(err.contains("tokenizer_config.json") && err.contains("FIFO"), "{err}");
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, wordpiece().to_string()).unwrap();
+        let err = TextTokenizer::load(&path, 16, false).err().unwrap().to_string();
+        assert!(err.contains("tokenizer_config.json") && err.contains("FIFO"), "{err}");
+        std::fs::remove_file(&config).unwrap();
         let err = TextTokenizer::load(&path, 2, false).err().unwrap().to_string();
         assert!(err.contains("special tokens"), "{err}");
+    }
+
+    #[test]
+    fn batches_pad_on_the_side_the_tokenizer_config_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, wordpiece().to_string()).unwrap();
+        let rows = |tok: &TextTokenizer| {
+            let encodings = tok.encode(&["a b c", "a"]).unwrap();
+            let input = tok.batch(&encodings.iter().collect::<Vec<_>>(), Device::Cpu).unwrap();
+            let mask = Vec::<i64>::try_from(input.attention_mask.view(-1)).unwrap();
+            let ids = Vec::<i64>::try_from(input.input_ids.view(-1)).unwrap();
+            (mask, ids, encodings[1].get_ids().iter().map(|&i| i64::from(i)).collect::<Vec<_>>())
+        };
+        let (mask, ids, short) = rows(&TextTokenizer::load(&path, 16, false).unwrap());
+        let width = mask.len() / 2;
+        assert_eq!(&mask[width..width + short.len()], vec![1; short.len()].as_slice(), "right by default");
+        assert_eq!(&ids[width..width + short.len()], short.as_slice());
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"padding_side": "left"}"#).unwrap();
+        let (mask, ids, _) = rows(&TextTokenizer::load(&path, 16, false).unwrap());
+        let pad = width - short.len();
+        assert_eq!(&mask[width..width + pad], vec![0; pad].as_slice(), "{mask:?}");
+        assert_eq!(&ids[width + pad..], short.as_slice(), "the text ends the row");
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"padding_side": "middle"}"#).unwrap();
+        let err = TextTokenizer::load(&path, 16, false).err().unwrap().to_string();
+        assert!(err.contains("padding_side is \"middle\"") && err.contains("tokenizer_config.json"), "{err}");
     }
 }

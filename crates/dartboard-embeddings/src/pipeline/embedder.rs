@@ -7,11 +7,13 @@ use dartboard_hub::{ModelFiles, ModelHub, ModelRef};
 use tch::{Device, Kind, Tensor};
 use tracing::{debug_span, info_span};
 
-use crate::device::{device_name, kind_of, resolve_device};
+use super::batching;
+use super::pooling::normalize;
+use super::tokenize::{self, TextTokenizer};
+use crate::backend::device::{device_name, kind_of, resolve_device};
 use crate::encoder::EncoderLimits;
-use crate::pipeline::{AfterPooling, DenseActivation, Pipeline, Prompts};
-use crate::pooling::{normalize, Pooling};
-use crate::tokenize::TextTokenizer;
+use crate::spec::modules::{AfterPooling, DenseActivation, Pipeline, Prompts};
+use crate::spec::pooling::Pooling;
 use crate::weights::Weights;
 use crate::{EmbedError, Embeddings, Encoder};
 
@@ -141,7 +143,7 @@ impl SentenceEmbedder {
 
     /// How many tokens each text becomes (special tokens included, after truncation).
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
-        crate::tokenize::check_input_sizes(texts.iter().copied())?;
+        tokenize::check_input_sizes(texts.iter().copied())?;
         Ok(self.tokenizer.encode(texts)?.iter().map(|e| e.len()).collect())
     }
 
@@ -171,10 +173,9 @@ impl SentenceEmbedder {
     /// [`crate::MAX_REQUEST_BYTES`] in all, and when the model produces NaN or
     /// infinity for a text (never returned as an embedding).
     pub fn encode_with(&self, texts: &[&str], prompt: Prompt<'_>) -> Result<Embeddings, EmbedError> {
-        crate::tokenize::check_input_sizes(texts.iter().copied())?;
-        let mut out = vec![0f32; texts.len() * self.dim];
+        tokenize::check_input_sizes(texts.iter().copied())?;
         if texts.is_empty() {
-            return Ok(Embeddings::new(self.dim, out));
+            return Ok(Embeddings::new(self.dim, Vec::new()));
         }
         let prompt = self.prompt_text(prompt)?.filter(|p| !p.is_empty());
         let prompted: Vec<String>;
@@ -186,28 +187,12 @@ impl SentenceEmbedder {
             None => (texts.to_vec(), None),
         };
         let encodings = self.tokenizer.encode(&texts)?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
-
         let _guard = tch::no_grad_guard();
-        let mut pooled = Vec::new();
-        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].len()).collect();
-        for range in batches(&lengths, self.batch_size, MAX_BATCH_TOKENS) {
-            let chunk = &order[range];
-            let batch: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
+        let out = batching::run(&encodings, self.batch_size, self.dim, &self.model_name, |batch| {
             let width = batch.first().map_or(0, |e| e.len());
             let _span = debug_span!("encode", batch = batch.len(), max_len = width).entered();
-            let vectors = self.embed_batch(&batch, prompt_length)?;
-            pooled.resize(chunk.len() * self.dim, 0.0);
-            vectors.f_copy_data(&mut pooled, chunk.len() * self.dim)?;
-            if let Some(index) = first_non_finite(&pooled, self.dim, chunk) {
-                return Err(EmbedError::NonFinite { model: self.model_name.clone(), index });
-            }
-            for (row, &index) in chunk.iter().enumerate() {
-                out[index * self.dim..(index + 1) * self.dim]
-                    .copy_from_slice(&pooled[row * self.dim..(row + 1) * self.dim]);
-            }
-        }
+            self.embed_batch(batch, prompt_length)
+        })?;
         Ok(Embeddings::new(self.dim, out))
     }
 
@@ -287,36 +272,6 @@ fn load_after_pooling(pipeline: &Pipeline, hidden: i64, device: Device) -> Resul
     Ok(layers)
 }
 
-/// Most padded tokens one forward pass may hold. With texts sorted longest first,
-/// a large batch of long passages would otherwise pad many of them to the longest
-/// and build activations of hundreds of MB; capping the pass keeps its matrix
-/// products large enough to run at full speed while bounding padding and memory.
-/// Results do not depend on how texts are grouped.
-const MAX_BATCH_TOKENS: usize = 8192;
-
-/// Splits texts sorted by decreasing length into passes of at most `batch_size`
-/// texts and at most `max_tokens` padded tokens (a single text always fits).
-fn batches(sorted_lengths: &[usize], batch_size: usize, max_tokens: usize) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < sorted_lengths.len() {
-        let width = sorted_lengths[start].max(1);
-        let fit = (max_tokens / width).clamp(1, batch_size.max(1));
-        let end = (start + fit).min(sorted_lengths.len());
-        out.push(start..end);
-        start = end;
-    }
-    out
-}
-
-/// The input index of the first (lowest-index) row of a pass holding NaN or
-/// infinity: a backstop so that a model that overflows never hands out a vector
-/// that would poison every similarity computed with it. One pass over values that
-/// were just copied, so it costs nothing next to the forward pass.
-fn first_non_finite(rows: &[f32], dim: usize, chunk: &[usize]) -> Option<usize> {
-    rows.chunks_exact(dim).zip(chunk).filter(|(row, _)| !row.iter().all(|x| x.is_finite())).map(|(_, &i)| i).min()
-}
-
 /// The tokenizer and the sequence limit must fit the encoder's embedding tables:
 /// an id past `vocab_size` or a position past `max_position_embeddings` is an
 /// out-of-range lookup (an error on the CPU, a device assertion on CUDA), and
@@ -358,16 +313,16 @@ fn token_limit(pipeline: &Pipeline, encoder: &dyn Encoder) -> Result<usize, Embe
     match pipeline.max_seq_length {
         // Larger than the position table is refused by `check_tables`.
         Some(limit) => Ok(limit.min(positions)),
-        None => crate::tokenize::declared_limit(&pipeline.transformer_dir, positions),
+        None => tokenize::declared_limit(&pipeline.transformer_dir, positions),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{batches, check_tables, first_non_finite};
+    use super::check_tables;
     use crate::encoder::EncoderLimits;
-    use crate::pipeline::Pipeline;
-    use crate::tokenize::TextTokenizer;
+    use crate::pipeline::tokenize::TextTokenizer;
+    use crate::spec::modules::Pipeline;
 
     #[test]
     fn tokenizer_ids_and_max_seq_length_must_fit_the_embedding_tables() {
@@ -386,25 +341,5 @@ mod tests {
         pipeline.max_seq_length = Some(33);
         let err = check_tables(&pipeline, &tok, limits(42)).unwrap_err().to_string();
         assert!(err.contains("33") && err.contains("32") && err.contains("sentence_bert_config.json"), "{err}");
-    }
-
-    #[test]
-    fn the_lowest_input_index_of_a_non_finite_row_is_named() {
-        // Rows of a pass hold texts 7, 2 and 5 (sorted by length, not by index).
-        let rows = [0.5, 0.5, f32::NAN, 1.0, 0.0, 0.0];
-        assert_eq!(first_non_finite(&rows, 2, &[7, 2, 5]), Some(2));
-        let rows = [f32::INFINITY, 0.0, 0.5, 0.5, 0.0, f32::NEG_INFINITY];
-        assert_eq!(first_non_finite(&rows, 2, &[7, 2, 5]), Some(5));
-        assert_eq!(first_non_finite(&[1.0, 2.0, 3.0, 4.0], 2, &[0, 1]), None);
-    }
-
-    #[test]
-    fn passes_respect_both_limits() {
-        // Sorted longest first: two long texts, then many short ones.
-        let lengths = [256, 200, 20, 20, 20, 20, 20, 20, 20, 20];
-        assert_eq!(batches(&lengths, 4, 512), vec![0..2, 2..6, 6..10]);
-        assert_eq!(batches(&lengths, 100, 100_000), vec![0..10]);
-        assert_eq!(batches(&[1000, 10], 8, 512), vec![0..1, 1..2], "an over-long text still gets its own pass");
-        assert!(batches(&[], 8, 512).is_empty());
     }
 }

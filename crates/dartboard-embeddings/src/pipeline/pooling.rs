@@ -1,110 +1,28 @@
 //! Sentence-transformers' `Pooling` module: token embeddings to one vector.
-//! Shared by every architecture (models never pool).
+//! Shared by every architecture (models never pool). Padding may be on either
+//! side (decoder models pad on the left), as sentence-transformers allows.
 
 use tch::{Kind, Tensor};
 
+use crate::spec::pooling::{Pooling, PoolingMode};
 use crate::EmbedError;
 
-/// One way of pooling. With several enabled, outputs are concatenated in the order
-/// sentence-transformers uses: cls, max, mean, mean_sqrt_len, weightedmean, lasttoken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PoolingMode {
-    /// The first token (`[CLS]`).
-    Cls,
-    /// Element-wise maximum over real tokens.
-    Max,
-    /// Mean over real tokens.
-    Mean,
-    /// Sum over real tokens divided by the square root of their count.
-    MeanSqrtLen,
-    /// Mean weighted by position (1, 2, ..., T).
-    WeightedMean,
-    /// The last real token.
-    LastToken,
-}
-
-impl PoolingMode {
-    /// Names accepted in `pooling_mode` and shown in errors.
-    pub const NAMES: &'static [&'static str] =
-        &["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"];
-
-    /// Parses the `pooling_mode` string form.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "cls" => PoolingMode::Cls,
-            "max" => PoolingMode::Max,
-            "mean" => PoolingMode::Mean,
-            "mean_sqrt_len_tokens" => PoolingMode::MeanSqrtLen,
-            "weightedmean" => PoolingMode::WeightedMean,
-            "lasttoken" => PoolingMode::LastToken,
-            _ => return None,
-        })
-    }
-
-    /// Parses the suffix of a `pooling_mode_*` boolean key.
-    pub fn from_config_key(key: &str) -> Option<Self> {
-        Some(match key {
-            "cls_token" => PoolingMode::Cls,
-            "max_tokens" => PoolingMode::Max,
-            "mean_tokens" => PoolingMode::Mean,
-            "mean_sqrt_len_tokens" => PoolingMode::MeanSqrtLen,
-            "weightedmean_tokens" => PoolingMode::WeightedMean,
-            "lasttoken" => PoolingMode::LastToken,
-            _ => return None,
-        })
-    }
-}
-
-/// The pooling modes of a model, in output order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pooling {
-    modes: Vec<PoolingMode>,
-    include_prompt: bool,
-}
-
 impl Pooling {
-    /// Pooling with these modes, output in the order given (repeats dropped).
-    pub fn new(modes: Vec<PoolingMode>) -> Self {
-        let mut unique = Vec::with_capacity(modes.len());
-        for mode in modes {
-            if !unique.contains(&mode) {
-                unique.push(mode);
-            }
-        }
-        Pooling { modes: unique, include_prompt: true }
-    }
-
-    /// Whether prompt tokens take part in pooling (`include_prompt`).
-    pub fn with_include_prompt(mut self, include_prompt: bool) -> Self {
-        self.include_prompt = include_prompt;
-        self
-    }
-
-    /// See [`Pooling::with_include_prompt`].
-    pub fn include_prompt(&self) -> bool {
-        self.include_prompt
-    }
-
-    /// The enabled modes in output order.
-    pub fn modes(&self) -> &[PoolingMode] {
-        &self.modes
-    }
-
-    /// Width of the pooled vector for token embeddings of width `hidden`.
-    pub fn output_dim(&self, hidden: i64) -> i64 {
-        hidden * self.modes.len() as i64
-    }
-
-    /// `[B, T, H]` token embeddings and a `[B, T]` 0/1 mask (right-padded) to `[B, D]`.
-    /// `prompt_length` leading tokens are left out when the model excludes prompts.
+    /// `[B, T, H]` token embeddings and a `[B, T]` 0/1 mask to `[B, D]`.
+    /// `prompt_length` tokens after any left padding are left out when the model
+    /// excludes prompts.
     pub fn forward(&self, tokens: &Tensor, mask: &Tensor, prompt_length: Option<i64>) -> Result<Tensor, EmbedError> {
         let kind = tokens.kind();
+        let seq = mask.size()[1];
+        // Where each text starts: the number of left-padding positions (0 when
+        // padded on the right).
+        let starts = mask.f_to_kind(Kind::Int)?.f_argmax(1, false)?.f_unsqueeze(1)?; // [B, 1]
         let excluded;
-        let mask = match prompt_length.filter(|&n| n > 0 && !self.include_prompt) {
+        let mask = match prompt_length.filter(|&n| n > 0 && !self.include_prompt()) {
             Some(n) => {
-                let seq = mask.size()[1];
-                let keep = Tensor::f_arange(seq, (Kind::Int64, mask.device()))?.f_ge(n)?.f_to_kind(mask.kind())?;
-                excluded = mask.f_mul(&keep.f_unsqueeze(0)?)?;
+                let positions = Tensor::f_arange(seq, (Kind::Int64, mask.device()))?.f_unsqueeze(0)?;
+                let keep = positions.f_ge_tensor(&starts.f_add_scalar(n)?)?.f_to_kind(mask.kind())?;
+                excluded = mask.f_mul(&keep)?;
                 &excluded
             }
             None => mask,
@@ -120,22 +38,22 @@ impl Pooling {
             || -> Result<Tensor, EmbedError> { Ok(mask_f.f_sum_dim_intlist(1, false, kind)?.f_clamp_min(1e-9)?) };
         let masked_sum =
             || -> Result<Tensor, EmbedError> { Ok(tokens.f_mul(&mask_f)?.f_sum_dim_intlist(1, false, kind)?) };
-        let mut parts = Vec::with_capacity(self.modes.len());
-        for mode in &self.modes {
+        let mut parts = Vec::with_capacity(self.modes().len());
+        for mode in self.modes() {
             parts.push(match mode {
                 PoolingMode::Cls => gather_at(mask.f_to_kind(Kind::Int)?.f_argmax(1, false)?)?,
                 PoolingMode::Max => tokens.f_masked_fill(&mask_f.f_eq(0.0)?, f64::NEG_INFINITY)?.f_amax(1, false)?,
                 PoolingMode::Mean => masked_sum()?.f_div(&count()?)?,
                 PoolingMode::MeanSqrtLen => masked_sum()?.f_div(&count()?.f_sqrt()?)?,
                 PoolingMode::WeightedMean => {
-                    let seq = tokens.size()[1];
+                    // Weights 1, 2, … from each text's first token, wherever padding is.
                     let positions = Tensor::f_arange_start(1, seq + 1, (kind, tokens.device()))?.f_view([1, seq, 1])?;
+                    let positions = positions.f_sub(&starts.f_to_kind(kind)?.f_unsqueeze(-1)?)?;
                     let weights = mask_f.f_mul(&positions)?;
                     let sum = tokens.f_mul(&weights)?.f_sum_dim_intlist(1, false, kind)?;
                     sum.f_div(&weights.f_sum_dim_intlist(1, false, kind)?.f_clamp_min(1e-9)?)?
                 }
                 PoolingMode::LastToken => {
-                    let seq = mask.size()[1];
                     let from_end = mask.f_flip([1])?.f_to_kind(Kind::Int)?.f_argmax(1, false)?;
                     let last = from_end.f_neg()?.f_add_scalar(seq - 1)?;
                     gather_at(last)?.f_mul(&mask_f.f_amax(1, false)?)?
@@ -200,6 +118,35 @@ mod tests {
         assert_eq!(rows(&p.forward(&t, &m, Some(1)).unwrap())[0], vec![4., 5., 3., 4.]);
         let kept = Pooling::new(vec![PoolingMode::Mean]);
         assert_eq!(rows(&kept.forward(&t, &m, Some(1)).unwrap())[0], vec![3., 4.], "include_prompt keeps them");
+    }
+
+    #[test]
+    fn left_padding_pools_like_right_padding() {
+        // Row 1 of `tokens()` (one real token, two pads) moved to the right end, with
+        // a prompt of one token in a three-token row 0 and a two-token row 1.
+        let right = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6., 10., 20., 30., 40., -99., -99.]).view([2, 3, 2]);
+        let right_mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 0]).view([2, 3]);
+        let left = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6., -99., -99., 10., 20., 30., 40.]).view([2, 3, 2]);
+        let left_mask = Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1]).view([2, 3]);
+        let all = vec![
+            PoolingMode::Cls,
+            PoolingMode::Max,
+            PoolingMode::Mean,
+            PoolingMode::MeanSqrtLen,
+            PoolingMode::WeightedMean,
+            PoolingMode::LastToken,
+        ];
+        for include_prompt in [true, false] {
+            let p = Pooling::new(all.clone()).with_include_prompt(include_prompt);
+            for prompt in [None, Some(1)] {
+                let a = rows(&p.forward(&right, &right_mask, prompt).unwrap());
+                let b = rows(&p.forward(&left, &left_mask, prompt).unwrap());
+                assert_eq!(a, b, "include_prompt {include_prompt}, prompt {prompt:?}");
+            }
+        }
+        // Without the prompt, row 1 is the single token (30, 40) whatever the side.
+        let p = Pooling::new(vec![PoolingMode::Cls]).with_include_prompt(false);
+        assert_eq!(rows(&p.forward(&left, &left_mask, Some(1)).unwrap())[1], vec![30., 40.]);
     }
 
     #[test]

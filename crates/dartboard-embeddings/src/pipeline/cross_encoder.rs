@@ -1,23 +1,25 @@
 //! [`CrossEncoder`]: scores (query, passage) pairs jointly, as
-//! sentence-transformers' `CrossEncoder` does with a BERT sequence-classification
-//! model (cross-encoder/ms-marco-MiniLM-L-12-v2 and its family).
+//! sentence-transformers' `CrossEncoder` does with a sequence-classification model
+//! (cross-encoder/ms-marco-MiniLM-L-12-v2, BAAI/bge-reranker-v2-m3, …).
 //!
-//! The pair is encoded as `[CLS] a [SEP] b [SEP]` with segment ids; the `[CLS]` state
-//! goes through BERT's pooler (dense + tanh) and the classifier; the activation is
-//! the one sentence-transformers applies for that model (sigmoid for one label unless
-//! the config names another).
+//! The pair is encoded as the tokenizer's post-processor says (`[CLS] a [SEP] b
+//! [SEP]` with segment ids for BERT); any registered architecture with a
+//! classification head (`models::Architecture::classifier`) runs it; the
+//! activation is the one sentence-transformers applies for that model (sigmoid for
+//! one label unless the config names another).
 
 use std::path::Path;
 
 use dartboard_hub::ModelFiles;
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-use crate::device::{kind_of, resolve_device};
-use crate::models::bert::{BertModel, Config};
-use crate::pipeline::read_json;
-use crate::tokenize::TextTokenizer;
-use crate::weights::Weights;
+use super::batching;
+use super::tokenize::{self, TextTokenizer};
+use crate::backend::device::{kind_of, resolve_device};
+use crate::layers::ClassificationHead;
+use crate::models::{self, Classifier};
+use crate::spec::read_json;
 use crate::{EmbedError, Encoder, LoadOptions};
 
 /// What the model's logits go through before they are returned.
@@ -31,23 +33,21 @@ pub enum ScoreActivation {
     Softmax,
 }
 
-/// A BERT cross-encoder.
+/// A cross-encoder: an encoder and its classification head.
 pub struct CrossEncoder {
     tokenizer: TextTokenizer,
-    encoder: BertModel,
-    pooler_weight: Tensor,
-    pooler_bias: Tensor,
-    classifier_weight: Tensor,
-    classifier_bias: Tensor,
+    encoder: Box<dyn Encoder>,
+    head: ClassificationHead,
     activation: ScoreActivation,
     labels: usize,
     device: Device,
     batch_size: usize,
+    /// How errors name the model: its directory.
+    model_name: String,
 }
 
 #[derive(Deserialize)]
 struct HeadConfig {
-    model_type: Option<String>,
     num_labels: Option<usize>,
     id2label: Option<std::collections::BTreeMap<String, String>>,
     sentence_transformers: Option<StSection>,
@@ -65,16 +65,6 @@ impl CrossEncoder {
         let dir = files.dir();
         let config_path = dir.join("config.json");
         let head: HeadConfig = read_json(&config_path)?;
-        let Some(model_type) = head.model_type.clone().filter(|t| !t.is_empty()) else {
-            return Err(EmbedError::MissingModelType { path: config_path, supported: &["bert"] });
-        };
-        if model_type != "bert" {
-            return Err(EmbedError::UnsupportedArchitecture {
-                path: config_path,
-                found: model_type,
-                supported: &["bert"],
-            });
-        }
         let labels = head.num_labels.or(head.id2label.as_ref().map(|m| m.len())).unwrap_or(1).max(1);
         if labels > 1 << 16 {
             return Err(EmbedError::InvalidFile {
@@ -83,40 +73,21 @@ impl CrossEncoder {
             });
         }
         let activation = activation(&head, labels, &config_path)?;
-        let config: Config = read_json(&config_path)?;
         let device = resolve_device(options.device)?;
-        let weights = Weights::load(dir, kind_of(options.dtype), device)?;
         // Shapes are checked against the checkpoint's headers before anything is read.
-        let (encoder, [pooler_weight, pooler_bias, classifier_weight, classifier_bias]) = weights.build(|weights| {
-            let encoder = BertModel::load(weights, &config, &config_path)?;
-            let h = config.hidden_size;
-            // The head runs in f32 on the [CLS] state, whatever the encoder's precision.
-            let f32 = |t: Tensor| t.f_to_kind(Kind::Float);
-            let pooler = weights.pp("pooler").pp("dense");
-            let classifier = weights.pp_root("classifier");
-            let n = labels as i64;
-            let head = [
-                f32(pooler.get("weight", &[h, h]))?,
-                f32(pooler.get("bias", &[h]))?,
-                f32(classifier.get("weight", &[n, h]))?,
-                f32(classifier.get("bias", &[n]))?,
-            ];
-            Ok((encoder, head))
-        })?;
+        let Classifier { encoder, head } = models::load_classifier(dir, kind_of(options.dtype), device, labels as i64)?;
         // What sentence-transformers' CrossEncoder truncates to.
-        let limit = crate::tokenize::declared_limit(dir, encoder.max_positions())?;
+        let limit = tokenize::declared_limit(dir, encoder.max_positions())?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), limit, false)?;
         Ok(CrossEncoder {
             tokenizer,
             encoder,
-            pooler_weight,
-            pooler_bias,
-            classifier_weight,
-            classifier_bias,
+            head,
             activation,
             labels,
             device,
             batch_size: options.batch_size.max(1),
+            model_name: dir.display().to_string(),
         })
     }
 
@@ -133,28 +104,19 @@ impl CrossEncoder {
     /// Scores of arbitrary pairs, one row of [`CrossEncoder::num_labels`] per pair.
     pub fn predict(&self, pairs: &[(&str, &str)]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encodings = self.tokenizer.encode_pairs(pairs)?;
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
         let _guard = tch::no_grad_guard();
-        let mut out = vec![Vec::new(); pairs.len()];
-        for chunk in order.chunks(self.batch_size) {
-            let batch: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
-            let input = self.tokenizer.batch(&batch, self.device)?;
-            let hidden = self.encoder.forward(&input)?.f_to_kind(Kind::Float)?;
-            let first = hidden.f_select(1, 0)?;
-            let pooled = first.f_linear(&self.pooler_weight, Some(&self.pooler_bias))?.f_tanh()?;
-            let logits = pooled.f_linear(&self.classifier_weight, Some(&self.classifier_bias))?;
+        let flat = batching::run(&encodings, self.batch_size, self.labels, &self.model_name, |batch| {
+            let input = self.tokenizer.batch(batch, self.device)?;
+            let hidden = self.encoder.forward(&input)?;
+            let logits = self.head.forward(&hidden, &input.attention_mask)?;
             let scores = match self.activation {
                 ScoreActivation::Identity => logits,
                 ScoreActivation::Sigmoid => logits.f_sigmoid()?,
                 ScoreActivation::Softmax => logits.f_softmax(-1, Kind::Float)?,
             };
-            let flat = Vec::<f32>::try_from(scores.f_to_device(Device::Cpu)?.f_contiguous()?.f_view(-1)?)?;
-            for (row, &index) in chunk.iter().enumerate() {
-                out[index] = flat[row * self.labels..(row + 1) * self.labels].to_vec();
-            }
-        }
-        Ok(out)
+            Ok(scores.f_to_device(Device::Cpu)?.f_contiguous()?)
+        })?;
+        Ok(flat.chunks(self.labels).map(<[f32]>::to_vec).collect())
     }
 
     /// Relevance of each passage to the query (first label), in passage order.
@@ -202,8 +164,8 @@ mod tests {
         let files = ModelFiles::open(dir.path(), None, None).unwrap();
         let err = CrossEncoder::load(&files, LoadOptions::default()).err().unwrap().to_string();
         assert!(err.contains("config.json has no model_type") && err.contains("supported model types: bert"), "{err}");
-        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "mpnet"}"#).unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
         let err = CrossEncoder::load(&files, LoadOptions::default()).err().unwrap().to_string();
-        assert!(err.contains("\"mpnet\" model, which is not supported"), "{err}");
+        assert!(err.contains("\"gpt2\" model, which is not supported"), "{err}");
     }
 }

@@ -45,7 +45,7 @@ mod ffi {
     use tch::Tensor;
     use torch_sys::C_tensor;
 
-    use crate::shim::tensor_result;
+    use super::super::shim::tensor_result;
     use crate::EmbedError;
 
     extern "C" {

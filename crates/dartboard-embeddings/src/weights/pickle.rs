@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use tch::Kind;
 
-use crate::weights::Stored;
+use super::Stored;
 
 /// `data.pkl` of a state dict is a few KB to a few MB; the cap keeps a compressed
 /// entry that claims more from inflating without end.
@@ -31,7 +31,7 @@ const MAX_PICKLE: u64 = 256 << 20;
 /// dicts are flattened with `.`-joined keys). Only the archive's directory and its
 /// `data.pkl` are read: no tensor data, so nothing is allocated for a tensor before
 /// its shape has been compared with what the model expects.
-pub fn read_torch_zip(path: &Path) -> Result<Vec<(String, Stored)>, String> {
+pub(super) fn read_torch_zip(path: &Path) -> Result<Vec<(String, Stored)>, String> {
     let file = dartboard_fs::open_regular(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut archive = zip::ZipArchive::new(file)

@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::pooling::{Pooling, PoolingMode};
+use super::pooling::{Pooling, PoolingMode};
+use super::{read_json, read_optional_json};
 use crate::EmbedError;
 
 /// Module types (the last segment of `type` in modules.json) this crate runs.
@@ -363,29 +363,10 @@ fn truthy(path: &Path, key: &str, value: &serde_json::Value) -> Result<bool, Emb
     }
 }
 
-/// Reads and deserializes a JSON file (a regular file of at most
-/// [`dartboard_fs::limits::MODEL_JSON`] bytes), naming the file in every error.
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
-    let bytes = dartboard_fs::read_capped(path, dartboard_fs::limits::MODEL_JSON)?;
-    serde_json::from_slice(&bytes).map_err(|e| EmbedError::InvalidFile {
-        path: path.to_path_buf(),
-        reason: format!("not the expected JSON ({e})"),
-    })
-}
-
-/// [`read_json`] for a file a model may lack: `None` only when nothing at all is at
-/// `path`. Anything there (a dangling link, a FIFO, a directory, unreadable or
-/// invalid JSON) is read and fails like a required file would.
-pub(crate) fn read_optional_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, EmbedError> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        _ => read_json(path).map(Some),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::mkfifo;
 
     fn write(dir: &Path, name: &str, content: &str) {
         let path = dir.join(name);
@@ -573,12 +554,6 @@ mod tests {
         let p = Pipeline::read(dir.path()).unwrap();
         assert_eq!(p.transformer_dir, dir.path().join("0_Transformer"));
         assert_eq!((p.max_seq_length, p.do_lower_case), (Some(77), true));
-    }
-
-    fn mkfifo(path: &Path) {
-        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: a valid C string; mkfifo only creates a file.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     }
 
     #[test]

@@ -16,8 +16,7 @@ use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
-use crate::models::Activation;
-use crate::shim::tensor_result;
+use super::shim::tensor_result;
 use crate::EmbedError;
 
 extern "C" {
@@ -37,10 +36,24 @@ extern "C" {
 pub(crate) enum Epilogue<'a> {
     /// Nothing.
     None,
-    /// An activation function.
-    Activation(Activation),
+    /// An elementwise function oneDNN can fuse.
+    Pointwise(Pointwise),
     /// `+ other`, a tensor of the output's shape (a residual connection).
     Add(&'a Tensor),
+}
+
+/// The elementwise functions oneDNN's linear fuses (the activations that
+/// `layers::Activation` can hand down; the others run as a separate aten pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pointwise {
+    /// Exact GELU (erf).
+    Gelu,
+    /// GELU, tanh approximation.
+    GeluTanh,
+    /// ReLU.
+    Relu,
+    /// SiLU / swish.
+    Silu,
 }
 
 /// Whether `x Wᵀ + b` over `xs` can run here: a CPU tensor in a precision oneDNN
@@ -60,10 +73,10 @@ pub(crate) fn linear(
 ) -> Result<Tensor, EmbedError> {
     let (attr, algorithm, other) = match epilogue {
         Epilogue::None => ("none", None, None),
-        Epilogue::Activation(Activation::Gelu) => ("gelu", Some("none"), None),
-        Epilogue::Activation(Activation::GeluTanh) => ("gelu", Some("tanh"), None),
-        Epilogue::Activation(Activation::Relu) => ("relu", None, None),
-        Epilogue::Activation(Activation::Silu) => ("swish", None, None),
+        Epilogue::Pointwise(Pointwise::Gelu) => ("gelu", Some("none"), None),
+        Epilogue::Pointwise(Pointwise::GeluTanh) => ("gelu", Some("tanh"), None),
+        Epilogue::Pointwise(Pointwise::Relu) => ("relu", None, None),
+        Epilogue::Pointwise(Pointwise::Silu) => ("swish", None, None),
         Epilogue::Add(other) => ("add", None, Some(other)),
     };
     let attr = CString::new(attr).expect("no NUL in a literal");
