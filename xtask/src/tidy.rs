@@ -48,4 +48,21 @@ mod tests {
             assert!(Path::new(&data.join(file)).is_file(), "data/{file} is missing");
         }
     }
+
+    /// The embeddings crate keeps all of its `unsafe` code (FFI into libtorch and
+    /// our C++ kernels, libc calls) in `src/backend/`, so reviewing that folder is
+    /// reviewing every unsafe line.
+    #[test]
+    fn unsafe_code_in_the_embeddings_crate_stays_in_its_backend() {
+        let crate_src = "crates/dartboard-embeddings/src/";
+        let needle = format!("{} ", "unsafe");
+        let offenders: Vec<String> = tracked_texts()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with(crate_src) && path.ends_with(".rs"))
+            .filter(|(path, _)| !path.starts_with(&format!("{crate_src}backend/")))
+            .filter(|(_, text)| text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(&needle)))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(offenders.is_empty(), "unsafe code outside src/backend/: {offenders:?}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Position information, in each form an architecture may use: absolute ids
-//! (BERT), fairseq ids numbered after the padding id (RoBERTa, MPNet), relative
+//! counted from each text's first token (BERT, DistilBERT), fairseq ids numbered after the padding id (RoBERTa, MPNet), relative
 //! buckets (T5, MPNet), and rotary embeddings (ModernBERT, Qwen3, Gemma3).
 //! DeBERTa's disentangled positions live with DeBERTa, their only user.
 
@@ -7,16 +7,23 @@ use tch::{Device, Kind, Tensor};
 
 use crate::EmbedError;
 
-/// `0, 1, …, seq - 1` on `device`.
-pub fn absolute(seq: i64, device: Device) -> Result<Tensor, EmbedError> {
-    Ok(Tensor::f_arange(seq, (Kind::Int64, device))?)
+/// `0, 1, 2, …` counted from each text's first real token, for `[B, T]`
+/// attention masks: `0, 1, …` in a right-padded batch, and the same
+/// ids for a text padded on the left, so that a text's embedding never depends on
+/// how its batch was padded. (Padding positions get ids too, which nothing reads.)
+pub fn from_first_token(attention_mask: &Tensor) -> Result<Tensor, EmbedError> {
+    let counted = attention_mask.f_ne(0)?.f_to_kind(Kind::Int64)?.f_cumsum(1, Kind::Int64)?;
+    Ok(counted.f_sub_scalar(1)?.f_clamp_min(0)?)
 }
 
 /// fairseq's `make_positions`: real tokens are numbered from `pad + 1`, padding
-/// keeps `pad` (transformers' `create_position_ids_from_input_ids`).
-pub fn after_padding(input_ids: &Tensor, pad: i64) -> Result<Tensor, EmbedError> {
-    let mask = input_ids.f_ne(pad)?.f_to_kind(Kind::Int64)?;
-    Ok(mask.f_cumsum(1, Kind::Int64)?.f_mul(&mask)?.f_add_scalar(pad)?)
+/// keeps `pad` (transformers' `create_position_ids_from_input_ids`). Padding is
+/// recognised by the attention mask as well as by its id, so that a left-padded
+/// text gets the positions it has alone even when the tokenizer pads with another
+/// id than the model's `pad` (MPNet numbers after id 1 whatever the tokenizer).
+pub fn after_padding(input_ids: &Tensor, attention_mask: &Tensor, pad: i64) -> Result<Tensor, EmbedError> {
+    let real = input_ids.f_ne(pad)?.f_logical_and(&attention_mask.f_ne(0)?)?.f_to_kind(Kind::Int64)?;
+    Ok(real.f_cumsum(1, Kind::Int64)?.f_mul(&real)?.f_add_scalar(pad)?)
 }
 
 /// `[seq, seq]` relative distances `key - query`, on the CPU.
@@ -98,6 +105,16 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_count_from_the_first_real_token() {
+        let mask = Tensor::from_slice(&[1i64, 1, 1, 0, 0, 0, 1, 1]).view([2, 4]);
+        let ids = Vec::<i64>::try_from(from_first_token(&mask).unwrap().view(-1)).unwrap();
+        // Right-padded: 0 1 2 then padding; left-padded: padding then 0 1.
+        assert_eq!(ids, [0, 1, 2, 2, 0, 0, 0, 1]);
+        let right = Tensor::from_slice(&[1i64, 1, 1, 1]).view([1, 4]);
+        assert_eq!(Vec::<i64>::try_from(from_first_token(&right).unwrap().view(-1)).unwrap(), [0, 1, 2, 3]);
+    }
 
     #[test]
     fn buckets_follow_t5s_formula() {

@@ -52,7 +52,7 @@ pub struct Config {
 /// How position ids are assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Positions {
-    /// `0, 1, 2, ...` (BERT).
+    /// `0, 1, 2, ...` from each text's first token (BERT).
     Absolute,
     /// `pad + 1, pad + 2, ...` for real tokens and `pad` for padding (RoBERTa, XLM-R,
     /// fairseq's `make_positions`).
@@ -170,7 +170,7 @@ impl Encoder for BertModel {
             ],
         )?;
         let mask = AttentionMask::padding(&input.attention_mask)?;
-        let mut hidden = self.embeddings.forward(&input.input_ids, &input.token_type_ids)?;
+        let mut hidden = self.embeddings.forward(input)?;
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &mask)?;
         }
@@ -197,10 +197,11 @@ impl Embeddings {
         }
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor, EmbedError> {
+    fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
+        let (input_ids, token_type_ids) = (&input.input_ids, &input.token_type_ids);
         let positions = match self.positions {
-            Positions::Absolute => positions::absolute(input_ids.size()[1], input_ids.device())?,
-            Positions::AfterPadding(pad) => positions::after_padding(input_ids, pad)?,
+            Positions::Absolute => positions::from_first_token(&input.attention_mask)?,
+            Positions::AfterPadding(pad) => positions::after_padding(input_ids, &input.attention_mask, pad)?,
         };
         let words = Tensor::f_embedding(&self.word, input_ids, -1, false, false)?;
         let types = Tensor::f_embedding(&self.token_type, token_type_ids, -1, false, false)?;

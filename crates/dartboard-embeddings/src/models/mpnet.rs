@@ -176,7 +176,7 @@ impl Encoder for MPNetModel {
         super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
         // Token types are not used by MPNet, so any value is fine there.
         super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
-        let ids = positions::after_padding(&input.input_ids, PADDING_IDX)?;
+        let ids = positions::after_padding(&input.input_ids, &input.attention_mask, PADDING_IDX)?;
         let words = Tensor::f_embedding(&self.word, &input.input_ids, -1, false, false)?;
         let pos = Tensor::f_embedding(&self.position, &ids, -1, false, false)?;
         let mut hidden = self.embedding_norm.forward(&words.f_add(&pos)?)?;
