@@ -8,6 +8,7 @@
 //! registry. `docs/ARCHITECTURE.md` has the recipe.
 
 pub mod bert;
+pub mod deberta_v2;
 pub mod mpnet;
 pub mod xlm_roberta;
 
@@ -76,6 +77,7 @@ registry! {
     Bert(bert::Config) = ["bert"];
     XlmRoberta(xlm_roberta::Config) = ["xlm-roberta", "roberta"];
     MPNet(mpnet::Config) = ["mpnet"];
+    DebertaV2(deberta_v2::Config) = ["deberta-v2"];
 }
 
 /// Architectures popular among embedding models that exist only as Python code in
