@@ -9,6 +9,7 @@
 
 pub mod bert;
 pub mod deberta_v2;
+pub mod distilbert;
 pub mod mpnet;
 pub mod xlm_roberta;
 
@@ -78,6 +79,7 @@ registry! {
     XlmRoberta(xlm_roberta::Config) = ["xlm-roberta", "roberta"];
     MPNet(mpnet::Config) = ["mpnet"];
     DebertaV2(deberta_v2::Config) = ["deberta-v2"];
+    DistilBert(distilbert::Config) = ["distilbert"];
 }
 
 /// Architectures popular among embedding models that exist only as Python code in
