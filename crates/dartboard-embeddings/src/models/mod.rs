@@ -9,6 +9,7 @@
 
 pub mod bert;
 pub mod deberta_v2;
+pub mod modernbert;
 pub mod distilbert;
 pub mod mpnet;
 pub mod xlm_roberta;
@@ -80,6 +81,7 @@ registry! {
     MPNet(mpnet::Config) = ["mpnet"];
     DebertaV2(deberta_v2::Config) = ["deberta-v2"];
     DistilBert(distilbert::Config) = ["distilbert"];
+    ModernBert(modernbert::Config) = ["modernbert"];
 }
 
 /// Architectures popular among embedding models that exist only as Python code in
