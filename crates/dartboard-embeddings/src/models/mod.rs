@@ -9,8 +9,8 @@
 
 pub mod bert;
 pub mod deberta_v2;
-pub mod modernbert;
 pub mod distilbert;
+pub mod modernbert;
 pub mod mpnet;
 pub mod xlm_roberta;
 
