@@ -78,7 +78,9 @@ pub struct Config {
     /// RoPE per layer type (`full_attention`, `sliding_attention`), as transformers 5
     /// writes it.
     #[serde(default)]
-    pub rope_parameters: Option<BTreeMap<String, RopeParameters>>,
+    /// Parsed in [`Config::plan`], so that the flat form other architectures use
+    /// (`{"rope_theta": …}`) is refused with a message rather than a serde error.
+    pub rope_parameters: Option<BTreeMap<String, serde_json::Value>>,
     /// RoPE theta of the global blocks, as the Hub's configs spell it.
     #[serde(default)]
     pub global_rope_theta: Option<f64>,
@@ -255,12 +257,21 @@ impl Config {
                 self.local_attention
             )));
         }
-        let per_type = self.rope_parameters.clone().unwrap_or_default();
-        if let Some(key) = per_type.keys().find(|k| !matches!(k.as_str(), "full_attention" | "sliding_attention")) {
-            return Err(invalid(format!(
-                "rope_parameters has the key {key:?}; ModernBERT's gives parameters per layer type, under \
-                 \"full_attention\" and \"sliding_attention\""
-            )));
+        let mut per_type = BTreeMap::new();
+        for (key, value) in self.rope_parameters.iter().flatten() {
+            if !matches!(key.as_str(), "full_attention" | "sliding_attention") {
+                return Err(invalid(format!(
+                    "rope_parameters has the key {key:?}; ModernBERT's gives parameters per layer type, under \
+                     \"full_attention\" and \"sliding_attention\""
+                )));
+            }
+            let params = if value.is_null() {
+                RopeParameters::default()
+            } else {
+                RopeParameters::deserialize(value)
+                    .map_err(|e| invalid(format!("rope_parameters.{key} is not a set of RoPE parameters ({e})")))?
+            };
+            per_type.insert(key.as_str(), params);
         }
         let theta = |layer_type: &str, legacy: Option<f64>, default: f64| -> Result<f64, EmbedError> {
             let mut params = per_type.get(layer_type).cloned().unwrap_or_default();
@@ -469,4 +480,172 @@ fn rotate_queries_and_keys(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: i64)
     let rotated = Rope::rotate(&queries_keys.f_to_kind(Kind::Float)?, &table(cos)?, &table(sin)?)?;
     queries_keys.f_copy_(&rotated)?;
     Ok(qkv)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{json, Value};
+    use tch::{Device, Kind, Tensor};
+
+    use super::super::tests::model_files::{write_model, Layout};
+    use super::*;
+
+    /// A small config as the Hub spells it; `extra` overrides or adds keys.
+    fn config(extra: Value) -> Value {
+        let mut config = json!({
+            "model_type": "modernbert", "vocab_size": 30, "hidden_size": 16, "num_hidden_layers": 4,
+            "num_attention_heads": 2, "intermediate_size": 24, "max_position_embeddings": 64
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        config
+    }
+
+    fn plan(config: Value) -> Result<Plan, EmbedError> {
+        let config: Config = serde_json::from_value(config).unwrap();
+        config.plan(Path::new("config.json"))
+    }
+
+    fn refusal(extra: Value) -> String {
+        plan(config(extra)).expect_err("the config must be refused").to_string()
+    }
+
+    use LayerType::{Global as G, Local as L};
+
+    #[test]
+    fn missing_keys_take_transformers_defaults() {
+        let p = plan(config(json!({}))).unwrap();
+        assert_eq!(
+            p,
+            Plan { layers: vec![G, L, L, G], global_theta: 160_000.0, local_theta: 10_000.0, window_radius: 64 }
+        );
+    }
+
+    #[test]
+    fn the_hub_spelling_gives_the_pattern_thetas_and_window() {
+        // gte-modernbert-base's keys; an odd window rounds its half down.
+        let hub = json!({
+            "global_attn_every_n_layers": 2, "global_rope_theta": 1000.0, "local_rope_theta": 50.0,
+            "local_attention": 13, "layer_norm_eps": 1e-5, "reference_compile": true
+        });
+        let p = plan(config(hub)).unwrap();
+        assert_eq!(p, Plan { layers: vec![G, L, G, L], global_theta: 1000.0, local_theta: 50.0, window_radius: 6 });
+    }
+
+    #[test]
+    fn the_transformers_5_spelling_wins_where_both_are_present() {
+        // transformers 5 writes both layer_types and the global_attn_every_n_layers
+        // it was built from; a hand-edited config may disagree, and layer_types rules.
+        let both = json!({
+            "global_attn_every_n_layers": 2, "global_rope_theta": 1000.0, "local_rope_theta": 50.0,
+            "layer_types": ["sliding_attention", "full_attention", "full_attention", "sliding_attention"],
+            "rope_parameters": {
+                "full_attention": {"rope_type": "default", "rope_theta": 7.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 3.0}
+            }
+        });
+        let p = plan(config(both)).unwrap();
+        assert_eq!(p, Plan { layers: vec![L, G, G, L], global_theta: 7.0, local_theta: 3.0, window_radius: 64 });
+        // A layer type without a theta of its own falls back to the Hub key, then the default.
+        let partial = json!({"rope_parameters": {"full_attention": {"rope_type": "default"}}, "local_rope_theta": 9.0});
+        let p = plan(config(partial)).unwrap();
+        assert_eq!((p.global_theta, p.local_theta), (160_000.0, 9.0));
+    }
+
+    #[test]
+    fn configs_the_model_cannot_honour_are_refused_naming_the_key() {
+        for (extra, expected) in [
+            (json!({"layer_types": ["full_attention"]}), "layer_types lists 1 layers but num_hidden_layers is 4"),
+            (json!({"global_attn_every_n_layers": 0}), "global_attn_every_n_layers is 0; it must be 1 or more"),
+            (json!({"local_attention": -2}), "local_attention is -2; it must be 0 or more"),
+            (
+                json!({"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 4.0}}}),
+                "RoPE type \"yarn\" (full_attention) is not supported",
+            ),
+            (json!({"rope_scaling": {"type": "linear", "factor": 2.0}}), "RoPE type \"linear\""),
+            (
+                json!({"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
+                "rope_parameters has the key \"rope_theta\"",
+            ),
+            (
+                json!({"rope_parameters": {"sliding_attention": 10000.0}}),
+                "rope_parameters.sliding_attention is not a set of RoPE parameters",
+            ),
+            (json!({"global_rope_theta": 0.0}), "the RoPE theta of full_attention layers is 0"),
+            (json!({"rope_parameters": {"sliding_attention": {"rope_theta": -1.0}}}), "sliding_attention layers is -1"),
+            (json!({"head_dim": 4}), "head_dim is 4, but ModernBERT's heads are hidden_size / num_attention_heads = 8"),
+            (json!({"num_attention_heads": 16}), "hidden_size / num_attention_heads is 1; rotary embeddings pair"),
+            (json!({"num_attention_heads": 3}), "hidden_size 16 is not a multiple of num_attention_heads 3"),
+            (json!({"norm_eps": 0.0}), "norm_eps is 0"),
+            (json!({"vocab_size": 0}), "vocab_size is 0; it must be between 1 and"),
+            (json!({"num_hidden_layers": 0}), "num_hidden_layers is 0"),
+        ] {
+            let err = refusal(extra.clone());
+            assert!(err.contains(expected) && err.contains("config.json"), "{extra}: {err}");
+        }
+    }
+
+    /// Random weights for `config` (one per name ModernBERT reads), written with
+    /// the config into `dir`.
+    fn write_tiny(dir: &Path, config: &Value) {
+        let n = |k: &str| config[k].as_i64().unwrap();
+        let (h, i) = (n("hidden_size"), n("intermediate_size"));
+        let mut shapes = vec![
+            ("embeddings.tok_embeddings.weight".to_owned(), vec![n("vocab_size"), h]),
+            ("embeddings.norm.weight".to_owned(), vec![h]),
+            ("final_norm.weight".to_owned(), vec![h]),
+        ];
+        for l in 0..n("num_hidden_layers") {
+            if l > 0 {
+                shapes.push((format!("layers.{l}.attn_norm.weight"), vec![h]));
+            }
+            shapes.push((format!("layers.{l}.attn.Wqkv.weight"), vec![3 * h, h]));
+            shapes.push((format!("layers.{l}.attn.Wo.weight"), vec![h, h]));
+            shapes.push((format!("layers.{l}.mlp_norm.weight"), vec![h]));
+            shapes.push((format!("layers.{l}.mlp.Wi.weight"), vec![2 * i, h]));
+            shapes.push((format!("layers.{l}.mlp.Wo.weight"), vec![h, i]));
+        }
+        tch::manual_seed(17);
+        let tensors: Vec<(String, Tensor)> = shapes
+            .into_iter()
+            .map(|(name, shape)| (name, Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.3 + 0.05))
+            .collect();
+        write_model(dir, config, &tensors, Layout::Safetensors);
+    }
+
+    /// Token states of one text through a one-block model whose block is `layer_type`.
+    fn one_block(layer_type: &str, ids: &[i64]) -> Tensor {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(json!({"num_hidden_layers": 1, "layer_types": [layer_type], "local_attention": 4}));
+        write_tiny(dir.path(), &config);
+        let encoder = super::super::load_encoder(dir.path(), Kind::Float, Device::Cpu).unwrap();
+        let len = ids.len() as i64;
+        let input = crate::EncoderInput {
+            input_ids: Tensor::from_slice(ids).view([1, len]),
+            attention_mask: Tensor::ones([1, len], (Kind::Int64, Device::Cpu)),
+            token_type_ids: Tensor::zeros([1, len], (Kind::Int64, Device::Cpu)),
+        };
+        encoder.forward(&input).unwrap().get(0)
+    }
+
+    #[test]
+    fn a_local_block_sees_exactly_local_attention_over_two_tokens_each_side() {
+        // One block, so a token's state depends only on the tokens it attends to:
+        // changing token 6 must change tokens 4..=8 (within 2 of it) and no other,
+        // while a global block changes every token.
+        let ids = [1i64, 5, 9, 13, 17, 21, 25, 2, 3, 4, 6];
+        let mut changed = ids;
+        changed[6] = 29;
+        let moved = |layer_type: &str| -> Vec<bool> {
+            let (a, b) = (one_block(layer_type, &ids), one_block(layer_type, &changed));
+            (0..ids.len() as i64).map(|t| (a.get(t) - b.get(t)).abs().max().double_value(&[]) > 1e-6).collect()
+        };
+        let local: Vec<usize> =
+            moved("sliding_attention").iter().enumerate().filter(|(_, m)| **m).map(|(t, _)| t).collect();
+        assert_eq!(local, [4, 5, 6, 7, 8]);
+        assert!(moved("full_attention").iter().all(|m| *m));
+    }
 }
