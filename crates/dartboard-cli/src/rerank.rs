@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig, Overrides};
-use dartboard_embeddings::{CrossEncoder, LoadOptions};
+use dartboard_embeddings::CrossEncoder;
 use dartboard_hub::progress::ConsoleProgress;
-use dartboard_hub::{ModelHub, ModelRef};
 
 /// The seed's reranker.
 const DEFAULT_RERANKER: &str = "cross-encoder/ms-marco-MiniLM-L-12-v2";
@@ -41,13 +40,8 @@ pub fn run(args: RerankArgs) -> Result<()> {
         None => bail!("no passages to rerank: pass them as arguments or with --input FILE"),
     };
     let config = EmbeddingConfig::load(&Overrides { device: args.device, dtype: args.dtype, ..Overrides::default() })?;
-    let hub = ModelHub::from_env(&config.cache_dir);
-    let files = hub
-        .resolve(&ModelRef::parse(&args.model)?, &ConsoleProgress::new())
+    let model = CrossEncoder::from_config(&args.model, &config, &ConsoleProgress::new())
         .with_context(|| format!("cannot load cross-encoder {}", args.model))?;
-    let options = LoadOptions { device: config.device, dtype: config.dtype, batch_size: config.batch_size };
-    let model =
-        CrossEncoder::load(&files, options).with_context(|| format!("cannot load cross-encoder {}", args.model))?;
     let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
     let scores = model.score(&args.query, &refs)?;
     let mut order: Vec<usize> = (0..scores.len()).collect();

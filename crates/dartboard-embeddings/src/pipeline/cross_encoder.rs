@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use dartboard_config::EmbeddingConfig;
+use dartboard_hub::progress::Progress;
 use dartboard_hub::ModelFiles;
 use serde::Deserialize;
 use tch::{Device, Kind};
@@ -60,6 +62,15 @@ struct StSection {
 }
 
 impl CrossEncoder {
+    /// Finds the cross-encoder `model` (a name, `org/name@rev` or a directory) in
+    /// the cache `config` names, downloading it when it is not cached and
+    /// `HF_HUB_OFFLINE` is not set (reporting to `progress`), and loads it with
+    /// `config`'s device, precision and batch size.
+    pub fn from_config(model: &str, config: &EmbeddingConfig, progress: &dyn Progress) -> Result<Self, EmbedError> {
+        let (files, options) = super::embedder::resolve(model, config, progress)?;
+        Self::load(&files, options)
+    }
+
     /// Loads a cross-encoder from a model directory.
     pub fn load(files: &ModelFiles, options: LoadOptions) -> Result<Self, EmbedError> {
         let dir = files.dir();

@@ -2,7 +2,7 @@
 //! from a model directory, with sentence-transformers' `encode` behaviour.
 
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig};
-use dartboard_hub::progress::LogProgress;
+use dartboard_hub::progress::{LogProgress, Progress};
 use dartboard_hub::{ModelFiles, ModelHub, ModelRef};
 use tch::{Device, Kind, Tensor};
 use tracing::{debug_span, info_span};
@@ -32,6 +32,19 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions { device: DeviceSpec::Cpu, dtype: DType::F32, batch_size: dartboard_config::DEFAULT_BATCH_SIZE }
     }
+}
+
+/// Finds `model` (a name, `org/name@rev` or a directory) in the cache configured by
+/// `config`, downloading it when it is not cached and `HF_HUB_OFFLINE` is not set,
+/// and the load options `config` asks for. Both pipelines load this way.
+pub(crate) fn resolve(
+    model: &str,
+    config: &EmbeddingConfig,
+    progress: &dyn Progress,
+) -> Result<(ModelFiles, LoadOptions), EmbedError> {
+    let hub = ModelHub::from_env(&config.cache_dir);
+    let files = hub.resolve(&ModelRef::parse(model)?, progress)?;
+    Ok((files, LoadOptions { device: config.device, dtype: config.dtype, batch_size: config.batch_size }))
 }
 
 /// Which prompt to prepend to every text (sentence-transformers' `prompt_name` /
@@ -76,9 +89,7 @@ impl SentenceEmbedder {
     /// `HF_HUB_OFFLINE` is not set) and loads it, checking a configured dimension
     /// against the model's real one.
     pub fn from_config(config: &EmbeddingConfig) -> Result<Self, EmbedError> {
-        let hub = ModelHub::from_env(&config.cache_dir);
-        let files = hub.resolve(&ModelRef::parse(&config.model)?, &LogProgress)?;
-        let options = LoadOptions { device: config.device, dtype: config.dtype, batch_size: config.batch_size };
+        let (files, options) = resolve(&config.model, config, &LogProgress)?;
         let embedder = Self::load(&files, options)?;
         config.check_dim(embedder.embedding_dim())?;
         Ok(embedder)
