@@ -458,6 +458,33 @@ mod tests {
     }
 
     #[test]
+    fn a_window_hides_the_keys_beyond_its_radius_in_every_kernel() {
+        // Radius 2 over texts of 9 and 4 tokens: the second text's padding rows
+        // reach past every real token's window, where the lowest f32 of padding
+        // and of the band add up to -inf; each row still has a finite entry (its
+        // own position), so no kernel may return NaN, and every kernel must match
+        // the exact result (ModernBERT's local layers, Gemma's sliding ones).
+        let c = case(&[9, 4], 2, 16, Kind::Float);
+        let band = Visibility::window(2).bias(9, Device::Cpu).unwrap().expect("9 tokens exceed a radius of 2");
+        assert_eq!(Visibility::window(8).bias(9, Device::Cpu).unwrap().map(|b| b.size()), None);
+        let bias = band.unsqueeze(0).expand([c.heads, 9, 9], false).unsqueeze(0).contiguous();
+        let c = Case { bias, ..c };
+        let exact = reference(&c, true);
+        // Real tokens' rows; what padding rows hold never reaches an output (the
+        // CPU kernel skips trailing padding keys, so its padding rows average other keys).
+        let real = |t: &Tensor| Tensor::cat(&[t.get(0), t.get(1).narrow(0, 0, 4)], 0);
+        for kernel in runnable() {
+            let out = run(&c, kernel, true);
+            assert!(out.isfinite().all().int64_value(&[]) == 1, "{kernel:?}: non-finite output");
+            let diff = max_diff(&real(&out), &real(&exact));
+            assert!(diff < 1e-5, "{kernel:?}: {diff}");
+        }
+        // The band really hides something: without it the first text differs.
+        let unbanded = run(&c, Kernel::Explicit, false);
+        assert!(max_diff(&unbanded.get(0), &exact.get(0)) > 1e-3);
+    }
+
+    #[test]
     fn a_text_without_tokens_averages_its_padding() {
         // transformers' additive mask gives an all-padding row uniform weights over
         // its positions; neither the explicit kernel's extra keys nor the CPU
