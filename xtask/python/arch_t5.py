@@ -57,7 +57,18 @@ def base(ctx, tok, name, **config):
         vocab_size=len(tok), d_model=32, num_layers=2, num_heads=4, d_ff=64, relative_attention_num_buckets=32,
         relative_attention_max_distance=128, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **config,
     )
-    return ctx.save_base(vary_norms(T5EncoderModel(cfg)), tok, ctx.work, name)
+    model = ctx.spread(vary_norms(T5EncoderModel(cfg)))
+    # T5 does not divide q·k by sqrt(d_kv); its init folds that into q (std
+    # (d_model·d_kv)^-1/2 against d_model^-1/2 for k). Spread weights without it
+    # make the softmax so sharp that sentence-transformers' own bf16 run is 0.9987
+    # from its f32 run; with it, the fixture is as well conditioned as a real T5.
+    with torch.no_grad():
+        for block in model.encoder.block:
+            block.layer[0].SelfAttention.q.weight.mul_(cfg.d_kv ** -0.5)
+    path = os.path.join(ctx.work, name)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 def make(ctx):

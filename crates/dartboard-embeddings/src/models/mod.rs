@@ -12,6 +12,7 @@ pub mod deberta_v2;
 pub mod distilbert;
 pub mod modernbert;
 pub mod mpnet;
+pub mod t5;
 pub mod xlm_roberta;
 
 #[cfg(test)]
@@ -79,6 +80,7 @@ registry! {
     Bert(bert::Config) = ["bert"];
     XlmRoberta(xlm_roberta::Config) = ["xlm-roberta", "roberta"];
     MPNet(mpnet::Config) = ["mpnet"];
+    T5(t5::Config) = ["t5"];
     DebertaV2(deberta_v2::Config) = ["deberta-v2"];
     DistilBert(distilbert::Config) = ["distilbert"];
     ModernBert(modernbert::Config) = ["modernbert"];

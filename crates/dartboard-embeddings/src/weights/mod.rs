@@ -276,6 +276,13 @@ impl<'a> Scope<'a> {
     pub fn get(&self, name: &str, shape: &[i64]) -> Tensor {
         self.weights.get(&format!("{}{name}", self.prefix), shape)
     }
+
+    /// Whether the checkpoint has the tensor `name` in this scope, for weights that
+    /// checkpoints store under one of two names (T5's tied embedding table is
+    /// `shared.weight`, `encoder.embed_tokens.weight` or both).
+    pub fn has(&self, name: &str) -> bool {
+        self.weights.tensors.contains_key(&format!("{}{name}", self.prefix))
+    }
 }
 
 fn fs_error(error: dartboard_fs::FsError) -> EmbedError {
