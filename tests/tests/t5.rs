@@ -34,3 +34,26 @@ fn a_batch_equals_texts_one_by_one_and_padding_sides_agree() {
         parity::padding_sides_agree(name);
     }
 }
+
+/// f16 takes transformers' guards (f32 `wo`, clamped overflow); on these small
+/// activations it must agree with sentence-transformers' f32 as bf16 does.
+#[test]
+fn f16_matches_sentence_transformers() {
+    use dartboard_config::DType;
+    use dartboard_embeddings::LoadOptions;
+    for name in ["t5_mean_dense", "t5_gated"] {
+        let (_, fixture) = parity::load(name);
+        let dir = parity::fixtures_dir().join(name);
+        let model = parity::load_from(&dir, LoadOptions { dtype: DType::F16, ..LoadOptions::default() });
+        let texts: Vec<&str> = fixture.texts.iter().map(String::as_str).collect();
+        let ours = model.encode(&texts).unwrap();
+        let worst = fixture.cases[0]
+            .embeddings
+            .iter()
+            .enumerate()
+            .map(|(i, theirs)| dartboard_tests::cosine(ours.row(i), theirs))
+            .fold(f64::INFINITY, f64::min);
+        println!("{name} f16: min cosine {worst:.8}");
+        assert!(worst >= 0.999, "{name} f16: min cosine {worst}");
+    }
+}

@@ -453,4 +453,16 @@ mod tests {
         let err = encoder.forward(&bad).unwrap_err().to_string();
         assert!(err.contains("token id 20 is not between 0 and vocab_size - 1 = 19"), "{err}");
     }
+
+    #[test]
+    fn f16_overflow_is_clamped_as_transformers_clamps_it() {
+        let values = |t: &Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float)).unwrap();
+        let fine = Tensor::from_slice(&[1.5f32, -65504.0, 3.0]).to_kind(Kind::Half);
+        assert_eq!(values(&clamp_f16(fine).unwrap()), [1.5, -65504.0, 3.0], "nothing overflowed: unchanged");
+        let over = Tensor::from_slice(&[f32::INFINITY, -65504.0, 3.0, f32::NEG_INFINITY]).to_kind(Kind::Half);
+        // 65504 - 1000 rounds to 64512 in f16 (steps of 32 there).
+        assert_eq!(values(&clamp_f16(over).unwrap()), [64512.0, -64512.0, 3.0, -64512.0]);
+        let f32s = Tensor::from_slice(&[f32::INFINITY]);
+        assert_eq!(values(&clamp_f16(f32s).unwrap()), [f32::INFINITY], "only f16 is clamped");
+    }
 }
