@@ -23,8 +23,16 @@ Fixtures:
 - `gemma3_mean_dense`: the EmbeddingGemma pipeline with its query and document
   prompts (cases: none, query, document), 256 tokens, left padding (GemmaTokenizer's
   own side).
+- `gemma3_causal_hub_config`: Gemma 3 as a decoder (`use_bidirectional_attention`
+  false: causal, local blocks seeing the query and the `sliding_window - 1` keys
+  before it), mean pooling + Normalize, with config.json spelled as transformers 4
+  wrote Gemma 3 configs (`sliding_window_pattern`, `rope_theta`,
+  `rope_local_base_freq`, `rope_scaling`, no `layer_types` / `rope_parameters`):
+  another layer pattern (sliding, sliding, full), other thetas, a window of 6, and
+  linear RoPE scaling (factor 2) on the global blocks, as Gemma 3's larger models have.
 """
 
+import json
 import os
 
 import torch
@@ -135,6 +143,24 @@ def check_model(path, texts):
     assert worst >= 0.9995, worst
 
 
+def to_hub_config(path):
+    """Rewrites config.json the way transformers 4 spelled Gemma 3 text configs (see
+    the module docstring), and checks that transformers 5 reads it as meant."""
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    del config["layer_types"], config["rope_parameters"], config["_sliding_window_pattern"]
+    config.update(sliding_window_pattern=3, rope_theta=3000.0, rope_local_base_freq=30.0, sliding_window=6,
+                  rope_scaling={"rope_type": "linear", "factor": 2.0})
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    reread = Gemma3TextConfig.from_pretrained(path)
+    assert reread.layer_types == ["sliding_attention", "sliding_attention", "full_attention"], reread.layer_types
+    assert reread.rope_parameters["full_attention"] == {"rope_type": "linear", "factor": 2.0, "rope_theta": 3000.0}, \
+        reread.rope_parameters
+    assert reread.rope_parameters["sliding_attention"]["rope_theta"] == 30.0, reread.rope_parameters
+    assert reread.sliding_window == 6 and not reread.use_bidirectional_attention
+
+
 def make(ctx):
     # The texts include one made of 200 STS sentences' words: vocabulary enough.
     tok = gemma_tokenizer(ctx.texts)
@@ -145,3 +171,10 @@ def make(ctx):
     path = ctx.record(ctx.out_dir, "gemma3_mean_dense", build(base, 256), ctx.texts,
                       [{}, {"prompt_name": "query"}, {"prompt_name": "document"}])
     check_model(path, ctx.texts)
+
+    causal = spread_gemma(Gemma3TextModel(tiny_config(tok, use_bidirectional_attention=False)))
+    causal_base = os.path.join(ctx.work, "gemma3_causal")
+    causal.save_pretrained(causal_base)
+    tok.save_pretrained(causal_base)
+    ctx.record(ctx.out_dir, "gemma3_causal_hub_config", ctx.build(causal_base, "mean", max_seq_length=200),
+               ctx.texts, [{}], rearrange=to_hub_config)

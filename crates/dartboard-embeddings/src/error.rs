@@ -99,6 +99,20 @@ pub enum EmbedError {
         /// Tensors whose shape differs (`name: expected [..], found [..]`).
         mismatched: Vec<String>,
     },
+    /// The architecture cannot compute in the precision asked for.
+    #[error("{} describes a {architecture} model, which cannot run in {precision}: {reason}; use {fix} instead (--dtype, EMBEDDING_DTYPE, or dtype in dartboard.toml)", path.display())]
+    UnsupportedPrecision {
+        /// The config file.
+        path: PathBuf,
+        /// The architecture, in words.
+        architecture: &'static str,
+        /// The precision asked for.
+        precision: &'static str,
+        /// What goes wrong in it.
+        reason: &'static str,
+        /// The precisions to use instead.
+        fix: &'static str,
+    },
     /// The requested device cannot be used.
     #[error("device {device} is not available: {reason}")]
     DeviceUnavailable {

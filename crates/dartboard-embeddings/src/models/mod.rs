@@ -10,6 +10,7 @@
 pub mod bert;
 pub mod deberta_v2;
 pub mod distilbert;
+pub mod gemma3;
 pub mod modernbert;
 pub mod mpnet;
 pub mod t5;
@@ -84,6 +85,7 @@ registry! {
     DebertaV2(deberta_v2::Config) = ["deberta-v2"];
     DistilBert(distilbert::Config) = ["distilbert"];
     ModernBert(modernbert::Config) = ["modernbert"];
+    Gemma3Text(gemma3::Config) = ["gemma3-text"];
 }
 
 /// Architectures popular among embedding models that exist only as Python code in
