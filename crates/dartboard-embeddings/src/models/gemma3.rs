@@ -27,9 +27,10 @@
 //! `attn_logit_softcapping` is read by transformers' Gemma3 but never applied (its
 //! attention does not pass it to any kernel), so it is ignored here too.
 //!
-//! f16 is refused: Gemma's activations exceed f16's range (transformers' own f16
-//! runs of Gemma 3 give infinities), so a model loaded with `dtype f16` is an
-//! error naming bf16 and f32 instead.
+//! f16 is refused: Gemma 3's activations grow beyond f16's range (EmbeddingGemma's
+//! model card says they do not support float16 and names float32 and bfloat16), so
+//! a model loaded with `dtype f16` is an error naming bf16 and f32 instead of
+//! vectors of infinities.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -394,7 +395,7 @@ impl Gemma3TextModel {
                 path: config_path.to_path_buf(),
                 architecture: "Gemma 3",
                 precision: "f16",
-                reason: "its activations exceed f16's range and would turn into infinities",
+                reason: "its activations grow beyond f16's range",
                 fix: "dtype bf16 (as Gemma 3 was trained) or f32",
             });
         }
