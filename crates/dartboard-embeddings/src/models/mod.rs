@@ -13,6 +13,7 @@ pub mod distilbert;
 pub mod gemma3;
 pub mod modernbert;
 pub mod mpnet;
+pub mod qwen3;
 pub mod t5;
 pub mod xlm_roberta;
 
@@ -81,6 +82,7 @@ registry! {
     Bert(bert::Config) = ["bert"];
     XlmRoberta(xlm_roberta::Config) = ["xlm-roberta", "roberta"];
     MPNet(mpnet::Config) = ["mpnet"];
+    Qwen3(qwen3::Config) = ["qwen3"];
     T5(t5::Config) = ["t5"];
     DebertaV2(deberta_v2::Config) = ["deberta-v2"];
     DistilBert(distilbert::Config) = ["distilbert"];
