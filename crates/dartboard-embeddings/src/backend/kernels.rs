@@ -20,7 +20,8 @@ pub(crate) fn supports(xs: &Tensor) -> bool {
 
 /// `softmax(q kᵀ / √d + key_bias + head_bias) v` over fused projections `qkv`
 /// `[B, T, 3·hidden]` split into `heads` heads; `key_bias` is `[B, T]` f32 (0, or
-/// the lowest f32 for padding), `head_bias` `[heads, T, T]` f32. Returns
+/// the lowest f32 for padding), `head_bias` `[heads, T, T]` f32, or
+/// `[T, T]` shared by every head. Returns
 /// `[B, T, hidden]` in `qkv`'s precision.
 pub(crate) fn attention(
     qkv: &Tensor,

@@ -76,7 +76,8 @@ pub(crate) enum AttentionMask {
     /// padding to [`EXPLICIT_MIN_KEYS`].
     Explicit(Tensor),
     /// Our CPU kernel, with an additive f32 bias per key (`[B, T]`: 0, or the
-    /// lowest f32 for padding) and optionally per head (`[heads, T, T]`, f32).
+    /// lowest f32 for padding) and optionally per head (`[heads, T, T]`, f32) or
+    /// shared by every head (`[T, T]`).
     Cpu { keys: Tensor, heads: Option<Tensor> },
 }
 
@@ -152,7 +153,9 @@ impl AttentionMask {
                 let bias = bias.f_to_kind(Kind::Float)?.f_reshape([heads, seq, seq])?;
                 bias.f_add(&band)?.f_clamp_min(min_value(Kind::Float))?
             }
-            None => band.f_unsqueeze(0)?.f_expand([heads, seq, seq], false)?,
+            // One `[T, T]` band for every head: every kernel broadcasts it, ours
+            // included, so a long sequence does not pay heads × T² floats.
+            None => band.f_unsqueeze(0)?,
         };
         let combined = combined.f_unsqueeze(0)?;
         let kernel = Kernel::for_mask(attention_mask);
@@ -482,6 +485,30 @@ mod tests {
         // The band really hides something: without it the first text differs.
         let unbanded = run(&c, Kernel::Explicit, false);
         assert!(max_diff(&unbanded.get(0), &exact.get(0)) > 1e-3);
+    }
+
+    #[test]
+    fn a_band_shared_by_every_head_equals_it_expanded_per_head() {
+        // `AttentionMask::new` hands a pure causal or window band to the kernels
+        // as one [T, T] tensor; each must read it as the same band for every head.
+        let c = case(&[11, 6, 9], 3, 16, Kind::Float);
+        for visibility in [Visibility::window(2), Visibility::CAUSAL, Visibility { before: Some(1), after: Some(4) }] {
+            let band = visibility.bias(11, Device::Cpu).unwrap().expect("11 tokens exceed the band");
+            let expanded = band.unsqueeze(0).expand([3, 11, 11], false).unsqueeze(0).contiguous();
+            let exact =
+                reference(&Case { bias: expanded.shallow_clone(), ..case(&[11, 6, 9], 3, 16, Kind::Float) }, true);
+            // Real tokens' rows only: padding rows never reach an output, and our
+            // kernel skips trailing padding keys there.
+            let real = |t: &Tensor| t.to_kind(Kind::Double) * c.mask.unsqueeze(-1).to_kind(Kind::Double);
+            for kernel in runnable() {
+                let shared = AttentionMask::build(&c.mask, Some(&band.view([1, 1, 11, 11])), kernel).unwrap();
+                let out = shared.attend(&c.qkv, c.heads).unwrap();
+                let diff = max_diff(&real(&out), &real(&exact));
+                assert!(diff < 1e-5, "{kernel:?} {visibility:?}: {diff}");
+            }
+            let via_new = AttentionMask::new(&c.mask, visibility, 3, None).unwrap().attend(&c.qkv, c.heads).unwrap();
+            assert!(max_diff(&real(&via_new), &real(&exact)) < 1e-5, "{visibility:?} through new");
+        }
     }
 
     #[test]

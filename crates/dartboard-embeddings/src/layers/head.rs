@@ -50,11 +50,6 @@ impl ClassificationHead {
         })
     }
 
-    /// Number of logits per input.
-    pub fn labels(&self) -> i64 {
-        self.out.out_dim()
-    }
-
     /// `[B, labels]` f32 logits from `[B, T, H]` token states and the `[B, T]`
     /// attention mask.
     pub fn forward(&self, hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor, EmbedError> {
@@ -102,6 +97,5 @@ mod tests {
         let relu = ClassificationHead::new(HeadPooling::First, Some((negate, Activation::Relu)), None, sum).unwrap();
         let logits = Vec::<f32>::try_from(relu.forward(&hidden, &mask).unwrap().view(-1)).unwrap();
         assert_eq!(logits, [0.5, 0.5]);
-        assert_eq!(relu.labels(), 1);
     }
 }

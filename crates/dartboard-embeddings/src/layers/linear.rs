@@ -38,11 +38,6 @@ impl Linear {
         Linear { weight, bias }
     }
 
-    /// Output width.
-    pub fn out_dim(&self) -> i64 {
-        self.weight.size()[0]
-    }
-
     /// The same layer with its tensors in `kind` (heads that compute in f32).
     pub fn to_kind(&self, kind: Kind) -> Result<Linear, EmbedError> {
         Ok(Linear {

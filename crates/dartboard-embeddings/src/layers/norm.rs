@@ -138,7 +138,7 @@ mod tests {
         let gemma = RmsNorm { scale: w.f_add_scalar(1.0).unwrap(), eps: 1e-6 };
         // Row 0: mean of squares (1 + 4 + 9 + 16) / 4 = 7.5.
         let r = (7.5f64 + 1e-6).sqrt();
-        let expected = [1.0 / r * 0.5, -2.0 / r, 3.0 / r * 2.0, 4.0 / r * -1.0];
+        let expected = [1.0 / r * 0.5, -2.0 / r, 3.0 / r * 2.0, -(4.0 / r)];
         let out = plain.forward(&xs).unwrap();
         for (i, e) in expected.iter().enumerate() {
             assert!((out.double_value(&[0, i as i64]) - e).abs() < 1e-6, "{i}");
@@ -151,7 +151,7 @@ mod tests {
         // Row 1: mean of squares 0.25; bf16 in, bf16 out.
         let out = plain.forward(&xs.to_kind(Kind::BFloat16)).unwrap();
         assert_eq!(out.kind(), Kind::BFloat16);
-        assert!((out.double_value(&[1, 3]) - (1.0 / (0.25f64 + 1e-6).sqrt() * -1.0)).abs() < 2e-2);
+        assert!((out.double_value(&[1, 3]) - -(1.0 / (0.25f64 + 1e-6).sqrt())).abs() < 2e-2);
         let _ = options;
     }
 }

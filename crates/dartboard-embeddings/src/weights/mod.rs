@@ -134,11 +134,6 @@ impl Weights {
         Ok(model)
     }
 
-    /// The file the weights came from (for error messages).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Strips the prefix a task checkpoint puts before the base model's names, found
     /// by looking for `anchor` (a tensor every checkpoint of the architecture has).
     pub fn detect_prefix(&mut self, anchor: &str) {
@@ -551,7 +546,7 @@ mod tests {
             &[("pytorch_model-00001-of-00002.bin", &["x"]), ("pytorch_model-00002-of-00002.bin", &["y"])],
         );
         let weights = load(dir.path());
-        assert!(weights.path().ends_with("pytorch_model.bin.index.json"));
+        assert!(weights.path.ends_with("pytorch_model.bin.index.json"));
         let (gx, gy) = weights.build(|w| Ok((w.pp("").get("x", &[4, 2]), w.pp("").get("y", &[3])))).unwrap();
         assert!(same(&gx, &x) && same(&gy, &y));
 

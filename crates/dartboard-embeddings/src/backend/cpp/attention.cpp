@@ -77,7 +77,8 @@ struct Problem {
   int64_t batch, seq, heads, dim;
   float scale;
   const float* key_bias;   // [batch, seq]
-  const float* head_bias;  // [heads, seq, seq] or null
+  const float* head_bias;  // [heads, seq, seq], [seq, seq] shared by every head, or null
+  int64_t head_bias_stride;  // seq·seq, or 0 when every head shares one [seq, seq] bias
 };
 
 // Per-thread buffers, reused across the units of work a thread handles. Each
@@ -337,7 +338,7 @@ DARTBOARD_AVX512 void attend_text(const T* qkv, T* out, const Problem& pr, int64
   float inv[kQueries];
   __m512 max[kQueries];
   for (int64_t h = 0; h < heads; ++h) {
-    const ScoreBias bias{holes ? key_bias : nullptr, pr.head_bias ? pr.head_bias + (h0 + h) * seq * seq : nullptr,
+    const ScoreBias bias{holes ? key_bias : nullptr, pr.head_bias ? pr.head_bias + (h0 + h) * pr.head_bias_stride : nullptr,
                          seq, keys};
     const float* kh = keys_t + h * dim * stride;
     const float* vh = values + h * keys * dim_padded;
@@ -399,8 +400,9 @@ bool dartboard_cpu_kernels_supported() { return dartboard::avx512_supported(); }
 
 // `qkv`: [B, T, 3·heads·head_dim] (queries, keys, values side by side), f32, bf16
 // or f16, on the CPU. `key_bias`: [B, T] f32, added to every query's score for
-// that key (0, or the lowest f32 for padding). `head_bias`: null or [heads, T, T]
-// f32 (any leading 1s), added per head. On success stores a new
+// that key (0, or the lowest f32 for padding). `head_bias`: null, [heads, T, T] f32
+// added per head, or [T, T] f32 added to every head (any leading 1s): a causal or
+// sliding-window band, which would cost heads times the memory expanded. On success stores a new
 // [B, T, heads·head_dim] tensor in `qkv`'s precision in `*out` and returns null; on
 // failure returns a malloc'd message.
 char* dartboard_attention(const at::Tensor* qkv, const at::Tensor* key_bias, const at::Tensor* head_bias, int64_t heads,
@@ -418,12 +420,14 @@ char* dartboard_attention(const at::Tensor* qkv, const at::Tensor* key_bias, con
     at::Tensor hb;
     if (head_bias != nullptr) {
       hb = head_bias->contiguous();
-      TORCH_CHECK(hb.is_cpu() && hb.scalar_type() == at::kFloat && hb.numel() == heads * seq * seq,
-                  "head_bias must be a [heads, T, T] f32 CPU tensor");
+      TORCH_CHECK(hb.is_cpu() && hb.scalar_type() == at::kFloat &&
+                      (hb.numel() == heads * seq * seq || hb.numel() == seq * seq),
+                  "head_bias must be a [heads, T, T] or [T, T] f32 CPU tensor");
     }
+    const int64_t head_bias_stride = head_bias != nullptr && hb.numel() == heads * seq * seq ? seq * seq : 0;
     at::Tensor result = at::empty({batch, seq, heads * dim}, x.options());
     const Problem pr{batch, seq, heads, dim, static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim))), kb.const_data_ptr<float>(),
-                     head_bias ? hb.const_data_ptr<float>() : nullptr};
+                     head_bias ? hb.const_data_ptr<float>() : nullptr, head_bias_stride};
     if (batch * seq > 0) {
       switch (x.scalar_type()) {
         case at::kFloat: attend<float>(x, result, pr); break;
