@@ -14,11 +14,12 @@ fn last_token_with_the_query_instruction_matches_sentence_transformers() {
     parity::embeddings("qwen3_last_token");
 }
 
-/// config.json as Qwen3-Embedding's on the Hub (top-level `rope_theta`,
-/// `rope_scaling: null`, `Qwen3ForCausalLM`) with another theta; 64 tokens at most,
-/// so long texts are cut and still end with the appended `<|endoftext|>`.
+/// Qwen3-Embedding-4B/8B's layout on the Hub: safetensors shards with an index, and
+/// config.json as theirs (top-level `rope_theta`, `rope_scaling: null`,
+/// `Qwen3ForCausalLM`) with another theta; 64 tokens at most, so long texts are cut
+/// and still end with the appended `<|endoftext|>`.
 #[test]
-fn the_hub_config_spelling_matches_sentence_transformers() {
+fn the_hub_layout_sharded_with_its_config_spelling_matches_sentence_transformers() {
     parity::embeddings("qwen3_hub_config");
 }
 

@@ -9,8 +9,9 @@ and keys, and a small RoPE theta (1000) so that positions change the outputs.
 - `qwen3_last_token`: last-token pooling + Normalize with Qwen3-Embedding's
   `query` instruction prompt (and an empty `document` one); config.json as
   transformers 5 writes it (`rope_parameters`, `layer_types`).
-- `qwen3_hub_config`: the same modules over other weights, with config.json
-  rewritten as the Hub's Qwen3-Embedding configs spell it (transformers 4.51:
+- `qwen3_hub_config`: the same modules over other weights, sharded (as the 4B and
+  8B models are) and with config.json rewritten as the Hub's Qwen3-Embedding configs
+  spell it (transformers 4.51:
   top-level `rope_theta`, `rope_scaling: null`, `sliding_window: null`,
   `use_sliding_window: false`, `architectures: Qwen3ForCausalLM`) and another theta,
   so a reader that ignores either spelling fails one of the two; max_seq_length 64,
@@ -111,10 +112,16 @@ def base(ctx, tok, name, **overrides):
     return path
 
 
-def to_hub_config(path):
-    """Rewrites config.json as Qwen3-Embedding's configs on the Hub spell it (saved
-    by transformers 4.51), with rope_theta 300 instead of the 1000 the model was
-    built with: the reference is computed from the rewritten file."""
+def to_hub_layout(path):
+    """Lays the model out as Qwen3-Embedding-4B/8B are on the Hub: weights in
+    safetensors shards with `model.safetensors.index.json`, and config.json as their
+    configs spell it (saved by transformers 4.51), with rope_theta 300 instead of the
+    1000 the model was built with: the reference is computed from the result."""
+    model = Qwen3Model.from_pretrained(path)
+    os.remove(os.path.join(path, "model.safetensors"))
+    model.save_pretrained(path, max_shard_size="100KB")
+    assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
+    assert not os.path.exists(os.path.join(path, "model.safetensors"))
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     for key in ("rope_parameters", "layer_types", "dtype"):
@@ -163,7 +170,7 @@ def make(ctx):
 
     hub = base(ctx, tok, "qwen3_hub")
     path = ctx.record(ctx.out_dir, "qwen3_hub_config", ctx.build(hub, "lasttoken", max_seq_length=64, prompts=PROMPTS),
-                      ctx.texts, queries, rearrange=to_hub_config)
+                      ctx.texts, queries, rearrange=to_hub_layout)
     check_bf16(path, ctx.texts)
 
     linear = base(ctx, tok, "qwen3_linear", attention_bias=True,
