@@ -173,6 +173,11 @@ fn xlm_roberta_cross_encoder_scores_match_sentence_transformers() {
 }
 
 #[test]
+fn mpnet_cross_encoder_scores_match_sentence_transformers() {
+    parity::cross_encoder("mpnet_cross_encoder");
+}
+
+#[test]
 fn bert_and_xlm_roberta_in_bf16_and_left_padded() {
     for name in ["bert_mean_norm", "xlmr_mean_norm", "mpnet_mean_norm"] {
         parity::embeddings_bf16(name);

@@ -33,6 +33,7 @@ from transformers import (
     BertForSequenceClassification,
     BertModel,
     MPNetConfig,
+    MPNetForSequenceClassification,
     MPNetModel,
     PreTrainedTokenizerFast,
     RobertaConfig,
@@ -262,6 +263,12 @@ def main():
     head = XLMRobertaForSequenceClassification(XLMRobertaConfig(
         vocab_size=len(uni_tok), num_labels=1, pad_token_id=1, type_vocab_size=1, max_position_embeddings=514, **TINY))
     record_cross_encoder(out_dir, "xlmr_cross_encoder", head, uni_tok, texts)
+
+    torch.manual_seed(6)
+    head = MPNetForSequenceClassification(MPNetConfig(
+        vocab_size=bert_tok.vocab_size, num_labels=1, pad_token_id=0, relative_attention_num_buckets=32,
+        max_position_embeddings=514, **TINY))
+    record_cross_encoder(out_dir, "mpnet_cross_encoder", head, bert_tok, texts)
 
     run_arch_modules(Context(out_dir, texts, work, bert_tok, uni_tok))
     shutil.rmtree(work)
