@@ -19,7 +19,7 @@ use crate::EmbedError;
 /// Which token states the head reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadPooling {
-    /// The first token's state (`[CLS]`, `<s>`).
+    /// The first real token's state (`[CLS]`, `<s>`).
     First,
     /// The mean over real tokens (ModernBERT's `classifier_pooling: "mean"`).
     Mean,
@@ -55,7 +55,14 @@ impl ClassificationHead {
     pub fn forward(&self, hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor, EmbedError> {
         let hidden = hidden.f_to_kind(Kind::Float)?;
         let mut pooled = match self.pooling {
-            HeadPooling::First => hidden.f_select(1, 0)?,
+            HeadPooling::First => {
+                // The first real token, wherever padding is: token 0 for a
+                // right-padded batch (what transformers reads), and the same token
+                // when a tokenizer pads on the left.
+                let first = attention_mask.f_ne(0)?.f_to_kind(Kind::Int)?.f_argmax(1, false)?;
+                let index = first.f_view([-1, 1, 1])?.f_expand([-1, 1, hidden.size()[2]], false)?;
+                hidden.f_gather(1, &index, false)?.f_squeeze_dim(1)?
+            }
             HeadPooling::Mean => {
                 let mask = attention_mask.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?;
                 let sum = hidden.f_mul(&mask)?.f_sum_dim_intlist(1, false, Kind::Float)?;
@@ -93,6 +100,12 @@ mod tests {
         let logits = Vec::<f32>::try_from(mean.forward(&hidden, &mask).unwrap().view(-1)).unwrap();
         // Text 2 averages its two real tokens only: (7 + 9) / 2 + (8 + 10) / 2.
         assert_eq!(logits, [3.0 + 4.0 + 0.5, 8.0 + 9.0 + 0.5]);
+        // Padded on the left, the first real token is read, not the padding.
+        let left =
+            Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 7.0, 8.0, 9.0, 10.0]).view([2, 3, 2]);
+        let left_mask = Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1]).view([2, 3]);
+        let logits = Vec::<f32>::try_from(first.forward(&left, &left_mask).unwrap().view(-1)).unwrap();
+        assert_eq!(logits, [1.0 + 2.0 + 0.5, 7.0 + 8.0 + 0.5]);
         let negate = Linear::new(Tensor::from_slice(&[-1.0f32, 0.0, 0.0, -1.0]).view([2, 2]), None);
         let relu = ClassificationHead::new(HeadPooling::First, Some((negate, Activation::Relu)), None, sum).unwrap();
         let logits = Vec::<f32>::try_from(relu.forward(&hidden, &mask).unwrap().view(-1)).unwrap();
