@@ -3,7 +3,7 @@
 
 use tch::Tensor;
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// One padded batch of token ids, already on the model's device.
 pub struct EncoderInput {

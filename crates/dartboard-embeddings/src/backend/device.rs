@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use dartboard_config::{DType, DeviceSpec};
 use tch::{Device, Kind};
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Resolves a device spec against what this libtorch can see.
 ///

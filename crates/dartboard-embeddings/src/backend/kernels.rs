@@ -5,7 +5,7 @@
 
 use tch::{Device, Tensor};
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Whether the kernels run here: built for x86-64 (not with MSVC), on a CPU with
 /// AVX-512 F, BW and VL.
@@ -47,7 +47,7 @@ mod ffi {
     use torch_sys::C_tensor;
 
     use super::super::shim::tensor_result;
-    use crate::EmbedError;
+    use crate::error::EmbedError;
 
     extern "C" {
         fn dartboard_cpu_kernels_supported() -> bool;
@@ -104,7 +104,7 @@ mod ffi {
 mod ffi {
     use tch::Tensor;
 
-    use crate::EmbedError;
+    use crate::error::EmbedError;
 
     pub(super) fn available() -> bool {
         false

@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 use super::shim::tensor_result;
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 extern "C" {
     fn dartboard_linear_pointwise(

@@ -8,7 +8,7 @@ use std::ffi::{c_char, CStr};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Runs `call` with an out-parameter and turns what it reports into a tensor or an
 /// error; `what` names the operation in the error when no tensor comes back.

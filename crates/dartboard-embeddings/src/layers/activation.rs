@@ -4,7 +4,7 @@ use serde::Deserialize;
 use tch::Tensor;
 
 use crate::backend::onednn::Pointwise;
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Activation functions as transformers names them in `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

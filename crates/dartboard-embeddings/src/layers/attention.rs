@@ -30,7 +30,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::backend::kernels;
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Longest sequence that uses the explicit aten kernel on a CPU without AVX-512.
 /// Measured on a 2-core AVX-512 machine, batch 32, 12 heads of 32, f32: explicit

@@ -14,7 +14,7 @@
 use tch::{Kind, Tensor};
 
 use super::{Activation, LayerNorm, Linear};
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Which token states the head reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use tch::{Kind, Tensor};
 
 use super::Activation;
 use crate::backend::onednn::{self, Epilogue, Pointwise};
+use crate::error::EmbedError;
 use crate::weights::Scope;
-use crate::EmbedError;
 
 /// `y = x Wᵀ + b`.
 pub struct Linear {

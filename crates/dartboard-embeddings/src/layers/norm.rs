@@ -4,8 +4,8 @@
 use tch::{Kind, Tensor};
 
 use crate::backend::kernels;
+use crate::error::EmbedError;
 use crate::weights::Scope;
-use crate::EmbedError;
 
 /// Layer normalization over the last dimension.
 pub struct LayerNorm {

@@ -5,7 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// `0, 1, 2, …` counted from each text's first real token, for `[B, T]`
 /// attention masks: `0, 1, …` in a right-padded batch, and the same

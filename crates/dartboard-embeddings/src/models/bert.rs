@@ -14,9 +14,10 @@ use tch::Tensor;
 
 use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{positions, Activation, AttentionMask, ClassificationHead, HeadPooling, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// The fields of a BERT `config.json` this implementation reads.
 #[derive(Debug, Clone, Deserialize)]

@@ -31,9 +31,10 @@ use tch::{Kind, Tensor};
 
 use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{Activation, ClassificationHead, HeadPooling, LayerNorm, Linear};
 use crate::weights::Weights;
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// The fields of a DeBERTa-v2 `config.json` this implementation reads. Defaults are
 /// transformers' `DebertaV2Config` defaults, for keys older configs leave out.

@@ -17,9 +17,10 @@ use tch::Tensor;
 
 use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{positions, Activation, AttentionMask, ClassificationHead, HeadPooling, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// The epsilon of every DistilBERT LayerNorm (`nn.LayerNorm(dim, eps=1e-12)`).
 const LAYER_NORM_EPS: f64 = 1e-12;

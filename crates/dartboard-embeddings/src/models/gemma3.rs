@@ -40,9 +40,10 @@ use tch::{Kind, Tensor};
 
 use super::Architecture;
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{Activation, AttentionMask, Linear, RmsNorm, Rope, Visibility};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// The fields of a Gemma 3 text `config.json` this implementation reads. Defaults
 /// are transformers' `Gemma3TextConfig` defaults.

@@ -25,10 +25,11 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::encoder::Encoder;
+use crate::error::EmbedError;
 use crate::layers::ClassificationHead;
 use crate::spec::{read_json, ModelHeader};
 use crate::weights::Weights;
-use crate::{EmbedError, Encoder};
 
 /// What every architecture's `Config` can build.
 pub(crate) trait Architecture {

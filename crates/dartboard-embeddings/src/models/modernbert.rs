@@ -28,9 +28,10 @@ use tch::{Kind, Tensor};
 
 use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{Activation, AttentionMask, ClassificationHead, HeadPooling, LayerNorm, Linear, Rope, Visibility};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// The fields of a ModernBERT `config.json` this implementation reads. Defaults are
 /// transformers' `ModernBertConfig` defaults.

@@ -13,9 +13,10 @@ use tch::{Kind, Tensor};
 
 use super::{Architecture, Classifier};
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{positions, Activation, AttentionMask, ClassificationHead, HeadPooling, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// transformers computes buckets with 32 whatever `relative_attention_num_buckets`
 /// says (`compute_position_bias(x)` keeps its default); matching outputs means

@@ -31,9 +31,10 @@ use tch::{Kind, Tensor};
 
 use super::Architecture;
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{Activation, AttentionMask, Linear, RmsNorm, Rope, Visibility};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// The fields of a Qwen3 `config.json` this implementation reads. Defaults are
 /// transformers' `Qwen3Config` defaults (`head_dim` 128 included: transformers

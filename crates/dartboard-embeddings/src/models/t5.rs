@@ -24,9 +24,10 @@ use tch::{Kind, Tensor};
 
 use super::Architecture;
 use crate::encoder::EncoderLimits;
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::EmbedError;
 use crate::layers::{positions, Activation, AttentionMask, Linear, RmsNorm};
 use crate::weights::{Scope, Weights};
-use crate::{EmbedError, Encoder, EncoderInput};
 
 /// More blocks than this is not a model but a hostile config (as in `check_sizes`).
 const MAX_LAYERS: usize = 256;

@@ -122,7 +122,7 @@ mod validation {
 
     use super::super::*;
     use super::model_files::{bert_config, mpnet_config, tensors, write_model, Layout};
-    use crate::EncoderInput;
+    use crate::encoder::EncoderInput;
 
     /// Loads a model whose config is `config` with the weights of `weights_of`.
     fn load_with(config: &Value, weights_of: &Value) -> Result<Box<dyn Encoder>, EmbedError> {

@@ -18,9 +18,10 @@ use serde::Deserialize;
 
 use super::bert::{self, BertModel, Positions};
 use super::{Architecture, Classifier};
+use crate::encoder::Encoder;
+use crate::error::EmbedError;
 use crate::layers::{Activation, ClassificationHead, HeadPooling, Linear};
 use crate::weights::Weights;
-use crate::{EmbedError, Encoder};
 
 /// An XLM-R / RoBERTa `config.json`: BERT's keys.
 #[derive(Debug, Clone, Deserialize)]

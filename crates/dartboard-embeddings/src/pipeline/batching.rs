@@ -7,7 +7,7 @@
 use tch::Tensor;
 use tokenizers::Encoding;
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Runs `pass` over `encodings` in passes, longest first; each call gets one
 /// pass's encodings and returns `[n, width]` f32 values on the CPU, contiguous.

@@ -19,10 +19,12 @@ use tch::{Device, Kind};
 use super::batching;
 use super::tokenize::{self, TextTokenizer};
 use crate::backend::device::{kind_of, resolve_device};
+use crate::encoder::Encoder;
+use crate::error::EmbedError;
 use crate::layers::ClassificationHead;
 use crate::models::{self, Classifier};
+use crate::pipeline::embedder::LoadOptions;
 use crate::spec::read_json;
-use crate::{EmbedError, Encoder, LoadOptions};
 
 /// What the model's logits go through before they are returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,11 +11,13 @@ use super::batching;
 use super::pooling::normalize;
 use super::tokenize::{self, TextTokenizer};
 use crate::backend::device::{device_name, kind_of, resolve_device};
+use crate::encoder::Encoder;
 use crate::encoder::EncoderLimits;
+use crate::error::EmbedError;
+use crate::pipeline::embeddings::Embeddings;
 use crate::spec::modules::{AfterPooling, DenseActivation, Pipeline, Prompts};
 use crate::spec::pooling::Pooling;
 use crate::weights::Weights;
-use crate::{EmbedError, Embeddings, Encoder};
 
 /// How to load a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

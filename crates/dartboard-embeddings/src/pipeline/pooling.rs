@@ -4,8 +4,8 @@
 
 use tch::{Kind, Tensor};
 
+use crate::error::EmbedError;
 use crate::spec::pooling::{Pooling, PoolingMode};
-use crate::EmbedError;
 
 impl Pooling {
     /// `[B, T, H]` token embeddings and a `[B, T]` 0/1 mask to `[B, D]`.

@@ -14,8 +14,9 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::encoder::EncoderInput;
+use crate::error::EmbedError;
 use crate::spec::read_optional_json;
-use crate::{EmbedError, EncoderInput};
 
 /// Most bytes one text may have (1 MiB). Only a text's first tokens are used, and a
 /// long text is tokenized only as far as the limit reaches, so this only bounds the

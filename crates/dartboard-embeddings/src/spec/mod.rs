@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 pub mod modules;
 pub mod pooling;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::pooling::{Pooling, PoolingMode};
 use super::{read_json, read_optional_json};
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Module types (the last segment of `type` in modules.json) this crate runs.
 pub const SUPPORTED_MODULES: &[&str] = &["Transformer", "Pooling", "Dense", "Normalize"];

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 mod pickle;
 mod safetensors;

@@ -9,7 +9,7 @@ use std::path::Path;
 use tch::Kind;
 
 use super::Stored;
-use crate::EmbedError;
+use crate::error::EmbedError;
 
 /// Largest safetensors header accepted, as in the safetensors crate.
 const MAX_HEADER: u64 = 100_000_000;
