@@ -44,7 +44,7 @@ mod spec;
 mod weights;
 
 pub use backend::allocator::retain_freed_memory;
-pub use backend::device::{cuda_available, device_name, kind_of, resolve_device};
+pub use backend::device::{cuda_available, device_name, kind_of, resolve_device, LIBTORCH_LIB_DIR};
 pub use encoder::{Encoder, EncoderInput, EncoderLimits};
 pub use error::EmbedError;
 pub use models::SUPPORTED as SUPPORTED_MODEL_TYPES;
@@ -58,10 +58,6 @@ pub use spec::pooling::{Pooling, PoolingMode};
 
 /// The libtorch version `tch` requires; torch-sys refuses to build against any other.
 pub const LIBTORCH_VERSION: &str = "2.13.0";
-
-/// The libtorch `lib/` directory this crate was linked against (and finds at run
-/// time through the rpath).
-pub const LIBTORCH_LIB_DIR: &str = env!("DARTBOARD_LIBTORCH_LIB");
 
 /// Threads libtorch uses for one operator.
 pub fn intra_op_threads() -> i32 {

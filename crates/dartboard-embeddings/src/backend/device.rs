@@ -8,6 +8,10 @@ use tch::{Device, Kind};
 
 use crate::error::EmbedError;
 
+/// The libtorch `lib/` directory this crate was linked against (and finds at run
+/// time through the rpath).
+pub const LIBTORCH_LIB_DIR: &str = env!("DARTBOARD_LIBTORCH_LIB");
+
 /// Resolves a device spec against what this libtorch can see.
 ///
 /// `auto` quietly falls back to the CPU; an explicit `cuda` that cannot be used is an
@@ -66,7 +70,7 @@ fn load_cuda_backend() -> Result<(), String> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let path = Path::new(crate::LIBTORCH_LIB_DIR).join("libtorch_cuda.so");
+            let path = Path::new(LIBTORCH_LIB_DIR).join("libtorch_cuda.so");
             if !path.is_file() {
                 return Err(format!("{} does not exist: this libtorch is CPU-only", path.display()));
             }
