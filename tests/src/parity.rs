@@ -130,22 +130,32 @@ pub fn batch_equals_single(name: &str) {
     }
 }
 
-/// The fixture copied with its tokenizer told to pad on `side`.
-fn with_padding_side(name: &str, side: &str) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
+/// Copies the directory tree `from` into `to` (which must exist).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// A copy of fixture `name` in a temporary directory, to be changed by a test.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let from = fixtures_dir().join(name);
+    assert!(from.is_dir(), "{} is missing: run `cargo xtask test` to generate the fixtures", from.display());
     let dir = tempfile::tempdir().unwrap();
-    copy(&fixtures_dir().join(name), dir.path());
+    copy_tree(&from, dir.path());
+    dir
+}
+
+/// The fixture copied with its tokenizer told to pad on `side`.
+fn with_padding_side(name: &str, side: &str) -> tempfile::TempDir {
+    let dir = copy_fixture(name);
     let files = dartboard_hub::ModelFiles::open(dir.path(), None, None).unwrap();
     let config_path = files.transformer_dir().join("tokenizer_config.json");
     let mut config: serde_json::Value = std::fs::read(&config_path)

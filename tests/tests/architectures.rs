@@ -4,9 +4,9 @@
 //! that script for the list). f32, minimum cosine ≥ 0.99999 for every text and case.
 
 use dartboard_embeddings::{LoadOptions, Prompt, SentenceEmbedder};
-use dartboard_tests::{cosine, workspace_root};
+use dartboard_tests::cosine;
 
-use dartboard_tests::parity::{self, fixtures_dir, load};
+use dartboard_tests::parity::{self, copy_fixture, fixtures_dir, load};
 
 fn check(name: &str) {
     parity::embeddings(name);
@@ -65,25 +65,6 @@ fn layouts_are_what_their_fixtures_claim() {
     assert!(!sharded.join("model.safetensors").exists() && !sharded.join("pytorch_model.bin").exists());
     assert!(dir.join("bert_sharded/model.safetensors.index.json").is_file());
     assert!(!dir.join("bert_sharded/model.safetensors").exists());
-}
-
-/// A copy of a fixture model in a temporary directory, to be damaged by a test.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    fn copy(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    copy(&fixtures_dir().join(name), dir.path());
-    dir
 }
 
 /// A safetensors file of f32 tensors, written by hand (8-byte header length, JSON

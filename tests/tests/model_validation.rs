@@ -5,35 +5,11 @@
 //!
 //! The models are the tiny fixtures `cargo xtask test` generates, copied and edited.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use dartboard_tests::{dartboard, run, run_within, venv_python, workspace_root, Run};
+use dartboard_tests::parity::copy_fixture;
+use dartboard_tests::{dartboard, run, run_within, venv_python, Run};
 use serde_json::{json, Value};
-
-fn tiny(name: &str) -> PathBuf {
-    let dir = workspace_root().join("tests/fixtures/generated/tiny").join(name);
-    assert!(dir.is_dir(), "{} is missing: run `cargo xtask test` to generate the fixtures", dir.display());
-    dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
-fn copy_of(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&tiny(name), dir.path());
-    dir
-}
 
 /// Sets `key` in the model's config.json.
 fn set_config(dir: &Path, changes: &[(&str, Value)]) {
@@ -90,7 +66,7 @@ fn config_sizes_the_weights_do_not_have_are_refused_without_allocating() {
         ),
     ];
     for (changes, expected) in cases {
-        let dir = copy_of("bert_mean_norm");
+        let dir = copy_fixture("bert_mean_norm");
         set_config(dir.path(), changes);
         for r in both_commands(dir.path()) {
             assert_clean_failure(&r, &[expected, "model.safetensors", "config.json"]);
@@ -102,7 +78,7 @@ fn config_sizes_the_weights_do_not_have_are_refused_without_allocating() {
 fn layer_norm_eps_must_be_positive() {
     for model in ["bert_mean_norm", "xlmr_mean_norm", "mpnet_mean_norm"] {
         for eps in [json!(-1), json!(0)] {
-            let dir = copy_of(model);
+            let dir = copy_fixture(model);
             set_config(dir.path(), &[("layer_norm_eps", eps.clone())]);
             for r in both_commands(dir.path()) {
                 assert_clean_failure(&r, &["config.json", &format!("layer_norm_eps is {eps}"), "positive finite"]);
@@ -113,7 +89,7 @@ fn layer_norm_eps_must_be_positive() {
 
 #[test]
 fn a_config_without_a_model_type_says_so() {
-    let dir = copy_of("bert_mean_norm");
+    let dir = copy_fixture("bert_mean_norm");
     let path = dir.path().join("config.json");
     let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     config.as_object_mut().unwrap().remove("model_type");
@@ -121,7 +97,8 @@ fn a_config_without_a_model_type_says_so() {
     std::fs::write(&path, config.to_string()).unwrap();
     let [info, embed] = both_commands(dir.path());
     for r in [info, embed] {
-        assert_clean_failure(&r, &["config.json has no model_type", "bert, mpnet, xlm-roberta, roberta"]);
+        let supported = dartboard_embeddings::SUPPORTED_MODEL_TYPES.join(", ");
+        assert_clean_failure(&r, &["config.json has no model_type", &supported]);
         assert!(!r.stderr.contains("\"\" model"), "{}", r.stderr);
     }
     for remote in ["nomic_bert", "new", "jina_bert"] {
@@ -134,7 +111,7 @@ fn a_config_without_a_model_type_says_so() {
 #[test]
 fn a_token_beyond_the_vocabulary_is_an_error_naming_both_files() {
     // The tokenizer knows one token more than config.json's vocab_size allows.
-    let dir = copy_of("bert_mean_norm");
+    let dir = copy_fixture("bert_mean_norm");
     let path = dir.path().join("tokenizer.json");
     let mut tokenizer: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     tokenizer["added_tokens"].as_array_mut().unwrap().push(json!({
@@ -168,8 +145,8 @@ weight_map = {k: name for name, part in zip(names, parts) for k in part}
 
 #[test]
 fn sharded_pytorch_model_bin_embeds_like_the_single_file() {
-    let single = copy_of("bert_bin");
-    let sharded = copy_of("bert_bin");
+    let single = copy_fixture("bert_bin");
+    let sharded = copy_fixture("bert_bin");
     shard_with_torch(sharded.path());
     assert!(!sharded.path().join("pytorch_model.bin").exists());
     let texts = ["A man is playing guitar.", "A woman is cutting an onion."];

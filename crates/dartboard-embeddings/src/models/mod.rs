@@ -83,12 +83,12 @@ registry! {
     Bert(bert::Config) = ["bert"];
     XlmRoberta(xlm_roberta::Config) = ["xlm-roberta", "roberta"];
     MPNet(mpnet::Config) = ["mpnet"];
-    Qwen3(qwen3::Config) = ["qwen3"];
-    T5(t5::Config) = ["t5"];
-    DebertaV2(deberta_v2::Config) = ["deberta-v2"];
     DistilBert(distilbert::Config) = ["distilbert"];
     ModernBert(modernbert::Config) = ["modernbert"];
-    Gemma3Text(gemma3::Config) = ["gemma3-text"];
+    DebertaV2(deberta_v2::Config) = ["deberta-v2"];
+    T5(t5::Config) = ["t5"];
+    Qwen3(qwen3::Config) = ["qwen3"];
+    Gemma3Text(gemma3::Config) = ["gemma3_text"];
 }
 
 /// Architectures popular among embedding models that exist only as Python code in

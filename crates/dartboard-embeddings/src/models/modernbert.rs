@@ -617,19 +617,23 @@ mod tests {
         write_model(dir, config, &tensors, Layout::Safetensors);
     }
 
-    /// Token states of one text through a one-block model whose block is `layer_type`.
-    fn one_block(layer_type: &str, ids: &[i64]) -> Tensor {
+    /// Token states of two texts through one one-block model whose block is `layer_type`.
+    fn one_block(layer_type: &str, texts: [&[i64]; 2]) -> [Tensor; 2] {
         let dir = tempfile::tempdir().unwrap();
         let config = config(json!({"num_hidden_layers": 1, "layer_types": [layer_type], "local_attention": 4}));
         write_tiny(dir.path(), &config);
         let encoder = super::super::load_encoder(dir.path(), Kind::Float, Device::Cpu).unwrap();
-        let len = ids.len() as i64;
-        let input = crate::EncoderInput {
-            input_ids: Tensor::from_slice(ids).view([1, len]),
-            attention_mask: Tensor::ones([1, len], (Kind::Int64, Device::Cpu)),
-            token_type_ids: Tensor::zeros([1, len], (Kind::Int64, Device::Cpu)),
-        };
-        encoder.forward(&input).unwrap().get(0)
+        // One model for both texts: the weights are drawn once, so concurrent tests
+        // drawing from libtorch's global generator cannot make two models differ.
+        texts.map(|ids| {
+            let len = ids.len() as i64;
+            let input = crate::encoder::EncoderInput {
+                input_ids: Tensor::from_slice(ids).view([1, len]),
+                attention_mask: Tensor::ones([1, len], (Kind::Int64, Device::Cpu)),
+                token_type_ids: Tensor::zeros([1, len], (Kind::Int64, Device::Cpu)),
+            };
+            encoder.forward(&input).unwrap().get(0)
+        })
     }
 
     #[test]
@@ -641,7 +645,7 @@ mod tests {
         let mut changed = ids;
         changed[6] = 29;
         let moved = |layer_type: &str| -> Vec<bool> {
-            let (a, b) = (one_block(layer_type, &ids), one_block(layer_type, &changed));
+            let [a, b] = one_block(layer_type, [&ids, &changed]);
             (0..ids.len() as i64).map(|t| (a.get(t) - b.get(t)).abs().max().double_value(&[]) > 1e-6).collect()
         };
         let local: Vec<usize> =
