@@ -346,6 +346,35 @@ fn weights_that_do_not_fit_are_listed() {
 }
 
 #[test]
+fn rerank_runs_every_architecture_with_a_classification_head_and_refuses_the_others() {
+    let tiny = dartboard_tests::parity::fixtures_dir();
+    for name in [
+        "xlmr_cross_encoder",
+        "mpnet_cross_encoder",
+        "distilbert_cross_encoder",
+        "modernbert_cross_encoder",
+        "deberta_v2_cross_encoder",
+    ] {
+        let fixture: dartboard_tests::parity::CrossFixture =
+            serde_json::from_slice(&std::fs::read(tiny.join(name).with_extension("json")).unwrap()).unwrap();
+        let r = run(dartboard()
+            .args(["rerank", "--query", &fixture.query, "--model"])
+            .arg(tiny.join(name))
+            .args(&fixture.passages[..4]));
+        assert!(r.ok, "{name}: {}", r.stderr);
+        for line in r.stdout.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let index = row["index"].as_u64().unwrap() as usize;
+            let score = row["score"].as_f64().unwrap();
+            assert!((score - f64::from(fixture.scores[index])).abs() <= 1e-4, "{name} passage {index}: {score}");
+        }
+    }
+    // An embedding-only architecture: a clear error, not a panic.
+    let r = run(dartboard().args(["rerank", "--query", "q", "--model"]).arg(tiny.join("qwen3_last_token")).arg("x"));
+    assert_clean_failure(&r, &["cannot run as a cross-encoder", "config.json"]);
+}
+
+#[test]
 fn rerank_and_prompt_flags() {
     let tiny = dartboard_tests::workspace_root().join("tests/fixtures/generated/tiny");
     let r = run(dartboard()
