@@ -7,6 +7,8 @@
 
 mod activation;
 pub(crate) mod attention;
+#[cfg(test)]
+mod attention_timing;
 mod head;
 mod linear;
 mod norm;
