@@ -1,6 +1,12 @@
 //! `cargo xtask bench`: dartboard and sentence-transformers side by side on this
 //! machine (same libtorch, same thread count), reported as ratios, because absolute
 //! times on shared machines drift and ratios taken in one run do not.
+//!
+//! - default: all-MiniLM-L6-v2 on STS-B test and passages, every batch size, then the
+//!   corpus run (`--quick`: batch 32 only);
+//! - `--corpus`: only the corpus run (`dartboard embed` as a whole process);
+//! - `--shapes`: only the real shapes of Qwen3-Embedding-0.6B and ModernBERT-base with
+//!   random weights (`bench/shapes.rs`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -13,14 +19,20 @@ use serde_json::{json, Value};
 
 use crate::{cargo, data_dir, root, run, setup};
 
+mod shapes;
+
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
 const DTYPES: [&str; 2] = ["f32", "bf16"];
 
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let corpus_only = args.iter().any(|a| a == "--corpus");
-    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus")) {
-        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus]");
+    let shapes_only = args.iter().any(|a| a == "--shapes");
+    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes")) {
+        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus | --shapes]");
+    }
+    if corpus_only && shapes_only {
+        bail!("--corpus and --shapes are separate runs; pick one");
     }
     let env = setup::run()?;
     setup::reference_stack(&env)?;
@@ -29,6 +41,10 @@ pub fn bench(args: &[String]) -> Result<()> {
     let dartboard = target.join("release/dartboard");
     let out_dir = target.join("bench");
     fs::create_dir_all(&out_dir)?;
+    if shapes_only {
+        // --quick: one round instead of three (no alternation to cancel drift).
+        return shapes::run(&env, &dartboard, &out_dir, if quick { 1 } else { 3 });
+    }
 
     let sts = out_dir.join("sts-test-sentences.txt");
     fs::write(&sts, sts_sentences(&data_dir().join("stsbenchmark/sts-test.csv"))?)?;
