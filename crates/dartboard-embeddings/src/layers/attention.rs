@@ -241,19 +241,32 @@ impl AttentionMask {
     ) -> Result<Tensor, EmbedError> {
         let (batch, seq, width) = q.size3()?;
         let head_dim = width / heads;
-        if let AttentionMask::Fused(mask) = self {
-            // libtorch's kernel takes the heads as strided views and shares each
-            // key/value head itself: nothing is copied on the way in.
-            let heads_first = |x: &Tensor, n: i64| -> Result<Tensor, EmbedError> {
-                Ok(x.f_reshape([batch, seq, n, head_dim])?.f_transpose(1, 2)?)
-            };
-            let (q, k, v) = (heads_first(q, heads)?, heads_first(k, kv_heads)?, heads_first(v, kv_heads)?);
-            let mask = fused_mask(mask, q.kind())?;
-            let context =
-                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, scale, kv_heads != heads)?;
-            let mut out = Tensor::f_empty([batch, seq, heads, head_dim], (q.kind(), q.device()))?;
-            out.f_copy_(&context.f_transpose(1, 2)?)?;
-            return Ok(out.f_view([batch, seq, width])?);
+        match self {
+            // On the CPU libtorch's kernel takes the heads as strided views and
+            // shares each key/value head itself: nothing is copied on the way in.
+            // CUDA keeps repeated heads (below): which of its fused kernels take
+            // `enable_gqa` with a mask has not been measured here.
+            AttentionMask::Fused(mask) if q.device() == Device::Cpu => {
+                let heads_first = |x: &Tensor, n: i64| -> Result<Tensor, EmbedError> {
+                    Ok(x.f_reshape([batch, seq, n, head_dim])?.f_transpose(1, 2)?)
+                };
+                let (q, k, v) = (heads_first(q, heads)?, heads_first(k, kv_heads)?, heads_first(v, kv_heads)?);
+                let mask = fused_mask(mask, q.kind())?;
+                let context = Tensor::f_scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    Some(&mask),
+                    0.0,
+                    false,
+                    scale,
+                    kv_heads != heads,
+                )?;
+                let mut out = Tensor::f_empty([batch, seq, heads, head_dim], (q.kind(), q.device()))?;
+                out.f_copy_(&context.f_transpose(1, 2)?)?;
+                return Ok(out.f_view([batch, seq, width])?);
+            }
+            _ => {}
         }
         let q = match scale {
             // The kernels divide by √d; fold the difference into the queries.
