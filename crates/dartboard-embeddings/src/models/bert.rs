@@ -161,15 +161,7 @@ impl Encoder for BertModel {
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
-        let (_, seq) = input.input_ids.size2()?;
-        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
-        super::check_ids(
-            &self.config_path,
-            &[
-                ("token id", &input.input_ids, "vocab_size", self.limits.vocab_size),
-                ("token type id", &input.token_type_ids, "type_vocab_size", self.limits.type_vocab_size.unwrap_or(1)),
-            ],
-        )?;
+        super::check_input(&self.config_path, input, self.limits)?;
         let mask = AttentionMask::padding(&input.attention_mask)?;
         let mut hidden = self.embeddings.forward(input)?;
         for layer in &self.layers {

@@ -506,12 +506,7 @@ impl Encoder for DebertaV2Model {
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
         let (_, seq) = input.input_ids.size2()?;
-        crate::models::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
-        let mut checks = vec![("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)];
-        if let Some(types) = self.limits.type_vocab_size {
-            checks.push(("token type id", &input.token_type_ids, "type_vocab_size", types));
-        }
-        crate::models::check_ids(&self.config_path, &checks)?;
+        crate::models::check_input(&self.config_path, input, self.limits)?;
         let mask = &input.attention_mask;
         let embedded = self.embeddings.forward(input)?;
         let attention = self.attention_inputs(mask, seq)?;

@@ -155,9 +155,7 @@ impl Encoder for DistilBertModel {
     }
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
-        let (_, seq) = input.input_ids.size2()?;
-        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
-        super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
+        super::check_input(&self.config_path, input, self.limits)?;
         let mask = AttentionMask::padding(&input.attention_mask)?;
         // Counted from each text's first token, so a left-padded text gets the ids a
         // right-padded one gets (transformers numbers the padded row from 0; the two

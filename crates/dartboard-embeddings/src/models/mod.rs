@@ -216,7 +216,7 @@ pub(crate) fn check_eps(config_path: &Path, name: &str, eps: f64) -> Result<(), 
 /// ids, config key, limit)`) is negative or not below its limit, where libtorch's
 /// embedding lookup would throw an index error. One device round trip whatever the
 /// number of checks, and only when one fails a second to say which id.
-pub(crate) fn check_ids(config_path: &Path, checks: &[(&str, &Tensor, &str, i64)]) -> Result<(), EmbedError> {
+fn check_ids(config_path: &Path, checks: &[(&str, &Tensor, &str, i64)]) -> Result<(), EmbedError> {
     let mut any_bad: Option<Tensor> = None;
     for (_, ids, _, limit) in checks {
         let bad = ids.f_lt(0)?.f_logical_or(&ids.f_ge(*limit)?)?.f_any()?;
@@ -247,8 +247,25 @@ pub(crate) fn check_ids(config_path: &Path, checks: &[(&str, &Tensor, &str, i64)
     Ok(())
 }
 
+/// The checks every encoder runs on its input before any lookup: the sequence fits
+/// the position table, token ids fit `vocab_size`, and token type ids fit
+/// `type_vocab_size` where the architecture reads them (`limits.type_vocab_size`).
+pub(crate) fn check_input(
+    config_path: &Path,
+    input: &crate::encoder::EncoderInput,
+    limits: crate::encoder::EncoderLimits,
+) -> Result<(), EmbedError> {
+    let (_, seq) = input.input_ids.size2()?;
+    check_positions(config_path, seq, i64::try_from(limits.max_positions).unwrap_or(i64::MAX))?;
+    let mut checks = vec![("token id", &input.input_ids, "vocab_size", limits.vocab_size)];
+    if let Some(types) = limits.type_vocab_size {
+        checks.push(("token type id", &input.token_type_ids, "type_vocab_size", types));
+    }
+    check_ids(config_path, &checks)
+}
+
 /// Fails when a sequence of `len` tokens needs more positions than the table has.
-pub(crate) fn check_positions(config_path: &Path, len: i64, max_positions: i64) -> Result<(), EmbedError> {
+fn check_positions(config_path: &Path, len: i64, max_positions: i64) -> Result<(), EmbedError> {
     if len <= max_positions {
         return Ok(());
     }

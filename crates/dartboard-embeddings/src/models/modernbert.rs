@@ -374,8 +374,7 @@ impl Encoder for ModernBertModel {
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
         let (_, seq) = input.input_ids.size2()?;
-        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
-        super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
+        super::check_input(&self.config_path, input, self.limits)?;
         let mut hidden =
             self.embedding_norm.forward(&Tensor::f_embedding(&self.tokens, &input.input_ids, -1, false, false)?)?;
         let kind = hidden.kind();

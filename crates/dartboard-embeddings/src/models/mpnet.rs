@@ -174,9 +174,8 @@ impl Encoder for MPNetModel {
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
         let (_, seq) = input.input_ids.size2()?;
-        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
-        // Token types are not used by MPNet, so any value is fine there.
-        super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
+        // Token types are not used by MPNet (`type_vocab_size: None`), so any value is fine there.
+        super::check_input(&self.config_path, input, self.limits)?;
         let ids = positions::after_padding(&input.input_ids, &input.attention_mask, PADDING_IDX)?;
         let words = Tensor::f_embedding(&self.word, &input.input_ids, -1, false, false)?;
         let pos = Tensor::f_embedding(&self.position, &ids, -1, false, false)?;

@@ -355,8 +355,7 @@ impl Encoder for Qwen3Model {
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
         let (_, seq) = input.input_ids.size2()?;
-        super::check_positions(&self.config_path, seq, self.limits.max_positions as i64)?;
-        super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
+        super::check_input(&self.config_path, input, self.limits)?;
         let mut hidden = Tensor::f_embedding(&self.tokens, &input.input_ids, -1, false, false)?;
         // The causal band and the rotation tables once per forward pass.
         let mask = AttentionMask::new(&input.attention_mask, Visibility::CAUSAL, self.heads, None)?;

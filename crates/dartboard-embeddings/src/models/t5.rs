@@ -231,7 +231,7 @@ impl Encoder for T5Encoder {
 
     fn forward(&self, input: &EncoderInput) -> Result<Tensor, EmbedError> {
         let (_, seq) = input.input_ids.size2()?;
-        super::check_ids(&self.config_path, &[("token id", &input.input_ids, "vocab_size", self.limits.vocab_size)])?;
+        super::check_input(&self.config_path, input, self.limits)?;
         // Distances between real tokens do not change when padding shifts them, so
         // left and right padding give the same bias between them.
         let mask = AttentionMask::padding_and_bias(&input.attention_mask, &self.position_bias(seq)?)?;
