@@ -113,7 +113,12 @@ fn key(name: &str) -> String {
 
 /// Reads `config.json` and parses it as the architecture it names.
 pub(crate) fn read_config(config_path: &Path) -> Result<ModelConfig, EmbedError> {
-    let header: ModelHeader = read_json(config_path)?;
+    // Read once: the header picks the architecture, the whole object becomes its config.
+    let mut raw: serde_json::Value = read_json(config_path)?;
+    let header = ModelHeader::deserialize(&raw).map_err(|e| EmbedError::InvalidFile {
+        path: config_path.to_path_buf(),
+        reason: format!("not the expected JSON ({e})"),
+    })?;
     let Some(model_type) =
         header.model_type.or_else(|| header.architectures.and_then(|a| a.into_iter().next())).filter(|t| !t.is_empty())
     else {
@@ -136,7 +141,6 @@ pub(crate) fn read_config(config_path: &Path) -> Result<ModelConfig, EmbedError>
             }
         });
     };
-    let mut raw: serde_json::Value = read_json(config_path)?;
     if let Some(object) = raw.as_object_mut() {
         object.insert("model_type".to_owned(), serde_json::Value::String(canonical.to_owned()));
     }
