@@ -161,6 +161,23 @@ pub enum EmbedError {
         /// The limit.
         max: usize,
     },
+    /// `truncate_dim` is 0 or more than the embeddings' dimension.
+    #[error("cannot truncate {dim}-dimensional embeddings to {requested} dimensions; use a value from 1 to {dim} (the model's embedding dimension), for a Matryoshka model one of the sizes it was trained for")]
+    TruncateDim {
+        /// The dimension asked for.
+        requested: usize,
+        /// The embeddings' dimension.
+        dim: usize,
+    },
+    /// Embeddings cannot be quantized as asked (no ranges to be had, or ranges that do
+    /// not fit).
+    #[error("cannot quantize embeddings to {precision}: {reason}")]
+    Quantization {
+        /// The precision asked for.
+        precision: crate::pipeline::quantize::Precision,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// The tokenizer failed on an input.
     #[error("tokenizer error: {0}")]
     Tokenize(String),

@@ -52,6 +52,9 @@ pub use pipeline::cross_encoder::{CrossEncoder, ScoreActivation};
 pub use pipeline::embedder::{LoadOptions, Prompt, SentenceEmbedder};
 pub use pipeline::embeddings::Embeddings;
 pub use pipeline::pooling::normalize;
+pub use pipeline::quantize::{
+    quantize, quantize_rows, ParsePrecisionError, Precision, QuantizationRanges, Quantized, QuantizedData, RangesBuilder,
+};
 pub use pipeline::tokenize::{check_input_sizes, MAX_REQUEST_BYTES, MAX_TEXT_BYTES};
 pub use spec::modules::{AfterPooling, DenseActivation, DenseSpec, Pipeline, Prompts};
 pub use spec::pooling::{Pooling, PoolingMode};

@@ -9,4 +9,5 @@ pub(crate) mod cross_encoder;
 pub(crate) mod embedder;
 pub(crate) mod embeddings;
 pub(crate) mod pooling;
+pub(crate) mod quantize;
 pub(crate) mod tokenize;
