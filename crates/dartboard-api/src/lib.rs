@@ -22,17 +22,23 @@
 //! ```
 #![deny(missing_docs)]
 
+mod embed;
+mod rerank;
+mod worker;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
 use dartboard_config::{ConfigError, EmbeddingConfig, Overrides};
-use dartboard_embeddings::{EmbedError, Embeddings, SentenceEmbedder};
+use dartboard_embeddings::EmbedError;
 use serde::Serialize;
 
 pub use dartboard_config as config;
 pub use dartboard_embeddings as embeddings;
+pub use embed::{EmbedRequest, EmbedResponse, EmbeddingModel, ModelInfo, PromptChoice};
+pub use rerank::{RerankModel, RerankResponse};
+pub use worker::{BatchEvent, BatchObserver, BatchOptions};
 
 /// Why the shared configuration or model could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,34 @@ pub enum ApiError {
     /// The model could not be loaded or run.
     #[error(transparent)]
     Model(#[from] EmbedError),
+    /// The model's queue is full; nothing was queued.
+    #[error("the model's request queue is full ({queued} requests waiting); retry later, or raise max_queued")]
+    Busy {
+        /// Requests waiting when this one was refused.
+        queued: usize,
+    },
+    /// A text is over the model's token limit and the request asked not to truncate.
+    #[error("text {index} has {tokens} tokens, over the model's limit of {max}; shorten it, or allow truncation")]
+    TooLong {
+        /// The text's index in the request.
+        index: usize,
+        /// Its tokens without truncation (special tokens and prompt included).
+        tokens: usize,
+        /// The model's limit.
+        max: usize,
+    },
+    /// The model's worker thread has ended (shut down, or a panic in the model);
+    /// no request can be served by this handle any more.
+    #[error("the model worker has stopped and serves no more requests; load the model again (restart the service)")]
+    Stopped,
+    /// The worker thread could not be started.
+    #[error("cannot start the model worker thread {name}: {source}")]
+    Spawn {
+        /// The thread's name.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Installs the global tracing subscriber (stderr, `RUST_LOG` filter, default
@@ -84,88 +118,6 @@ pub fn embedding_model() -> Result<&'static EmbeddingModel, ApiError> {
     dartboard_embeddings::retain_freed_memory();
     let model = EmbeddingModel::new(embedding_config()?)?;
     Ok(MODEL.get_or_init(|| model))
-}
-
-/// A loaded model that any number of threads can share.
-///
-/// libtorch tensors are `Send` but not `Sync`, so calls are serialised by a mutex;
-/// each call still uses all of libtorch's intra-op threads.
-pub struct EmbeddingModel {
-    inner: Mutex<SentenceEmbedder>,
-    name: String,
-    revision: Option<String>,
-    dim: usize,
-    device: String,
-}
-
-impl EmbeddingModel {
-    /// Loads the model `config` describes, logging the standard initialization line.
-    pub fn new(config: &EmbeddingConfig) -> Result<Self, ApiError> {
-        let expected = config.expected_dim().map_or_else(|| "auto".to_owned(), |d| d.to_string());
-        tracing::info!("Initializing embedding model: {} (dim={expected}, device={})", config.model, config.device);
-        let started = Instant::now();
-        let embedder = SentenceEmbedder::from_config(config)?;
-        tracing::info!(
-            model = %config.model,
-            dim = embedder.embedding_dim(),
-            device = %embedder.device_name(),
-            dtype = %embedder.dtype(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "embedding model ready"
-        );
-        Ok(EmbeddingModel {
-            name: config.model.clone(),
-            revision: embedder.files().revision().map(str::to_owned),
-            dim: embedder.embedding_dim(),
-            device: embedder.device_name(),
-            inner: Mutex::new(embedder),
-        })
-    }
-
-    /// The model reference it was loaded from.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The commit the model's files come from, for models from the cache.
-    pub fn revision(&self) -> Option<&str> {
-        self.revision.as_deref()
-    }
-
-    /// The embedding dimension.
-    pub fn embedding_dim(&self) -> usize {
-        self.dim
-    }
-
-    /// The device it runs on (`cpu`, `cuda:0`).
-    pub fn device(&self) -> &str {
-        &self.device
-    }
-
-    /// Embeds texts; row `i` belongs to `texts[i]`.
-    pub fn encode(&self, texts: &[&str]) -> Result<Embeddings, ApiError> {
-        Ok(self.lock().encode(texts)?)
-    }
-
-    /// Embeds texts with a prompt.
-    pub fn encode_with(
-        &self,
-        texts: &[&str],
-        prompt: dartboard_embeddings::Prompt<'_>,
-    ) -> Result<Embeddings, ApiError> {
-        Ok(self.lock().encode_with(texts, prompt)?)
-    }
-
-    /// Embeds one text.
-    pub fn encode_one(&self, text: &str) -> Result<Vec<f32>, ApiError> {
-        Ok(self.lock().encode_one(text)?)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SentenceEmbedder> {
-        // A panic in another caller cannot leave the model half-updated: encoding
-        // never mutates it. Keep serving.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// The service's view of its configuration (the Python service's `get_config()`).

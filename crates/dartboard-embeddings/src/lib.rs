@@ -48,8 +48,8 @@ pub use backend::device::{cuda_available, device_name, kind_of, resolve_device, 
 pub use encoder::{Encoder, EncoderInput, EncoderLimits};
 pub use error::EmbedError;
 pub use models::SUPPORTED as SUPPORTED_MODEL_TYPES;
-pub use pipeline::cross_encoder::{CrossEncoder, ScoreActivation};
-pub use pipeline::embedder::{LoadOptions, Prompt, SentenceEmbedder};
+pub use pipeline::cross_encoder::{CrossEncoder, PairScores, PairTokenizer, ScoreActivation, TokenizedPairs};
+pub use pipeline::embedder::{EmbedTokenizer, LoadOptions, Overlong, Prompt, SentenceEmbedder, Tokenized};
 pub use pipeline::embeddings::Embeddings;
 pub use pipeline::pooling::normalize;
 pub use pipeline::quantize::{

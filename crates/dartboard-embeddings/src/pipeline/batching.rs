@@ -15,7 +15,7 @@ use crate::error::EmbedError;
 /// error naming `model` and the lowest input index concerned: such a value would
 /// poison every similarity or ranking computed with it.
 pub(crate) fn run(
-    encodings: &[Encoding],
+    encodings: &[&Encoding],
     batch_size: usize,
     width: usize,
     model: &str,
@@ -28,7 +28,7 @@ pub(crate) fn run(
     let mut rows = Vec::new();
     for range in batches(&lengths, batch_size, MAX_BATCH_TOKENS) {
         let chunk = &order[range];
-        let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+        let batch: Vec<&Encoding> = chunk.iter().map(|&i| encodings[i]).collect();
         let values = pass(&batch)?;
         rows.resize(chunk.len() * width, 0.0);
         values.f_copy_data(&mut rows, chunk.len() * width)?;

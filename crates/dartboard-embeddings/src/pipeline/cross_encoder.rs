@@ -7,23 +7,29 @@
 //! classification head (`models::Architecture::classifier`) runs it; the
 //! activation is the one sentence-transformers applies for that model (sigmoid for
 //! one label unless the config names another).
+//!
+//! As for the embedder, tokenizing ([`PairTokenizer`], `Send + Sync`) and the
+//! forward passes ([`CrossEncoder::predict_tokenized`], which also returns the
+//! logits before the activation) can run on different threads, and several
+//! callers' pairs can share passes.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use dartboard_config::EmbeddingConfig;
 use dartboard_hub::progress::Progress;
 use dartboard_hub::ModelFiles;
 use serde::Deserialize;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::batching;
 use super::tokenize::{self, TextTokenizer};
-use crate::backend::device::{kind_of, resolve_device};
+use crate::backend::device::{device_name, kind_of, resolve_device};
 use crate::encoder::Encoder;
 use crate::error::EmbedError;
 use crate::layers::ClassificationHead;
 use crate::models::{self, Classifier};
-use crate::pipeline::embedder::LoadOptions;
+use crate::pipeline::embedder::{LoadOptions, Overlong};
 use crate::spec::read_json;
 
 /// What the model's logits go through before they are returned.
@@ -37,9 +43,88 @@ pub enum ScoreActivation {
     Softmax,
 }
 
+/// The tokenizing half of a [`CrossEncoder`]: cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct PairTokenizer {
+    tokenizer: Arc<TextTokenizer>,
+}
+
+/// Pairs tokenized by [`PairTokenizer::tokenize_pairs`], ready for
+/// [`CrossEncoder::predict_tokenized`] (of the model they came from).
+#[derive(Debug, Clone)]
+pub struct TokenizedPairs {
+    encodings: Vec<tokenizers::Encoding>,
+}
+
+impl TokenizedPairs {
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.encodings.len()
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.encodings.is_empty()
+    }
+
+    /// Tokens of each pair as scored (special tokens included, after truncation).
+    pub fn token_counts(&self) -> Vec<usize> {
+        self.encodings.iter().map(|e| e.len()).collect()
+    }
+
+    /// All pairs' tokens together (unpadded).
+    pub fn total_tokens(&self) -> usize {
+        self.encodings.iter().map(|e| e.len()).sum()
+    }
+}
+
+/// One group's scores from [`CrossEncoder::predict_tokenized`]: row-major,
+/// [`CrossEncoder::num_labels`] values per pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairScores {
+    /// After the model's activation, as [`CrossEncoder::predict`] returns them.
+    pub scores: Vec<f32>,
+    /// The logits before the activation.
+    pub logits: Vec<f32>,
+}
+
+impl PairTokenizer {
+    /// Tokenizes pairs as [`CrossEncoder::predict`] does (truncating the longer side
+    /// first); each side of at most [`crate::MAX_TEXT_BYTES`], all together at most
+    /// [`crate::MAX_REQUEST_BYTES`].
+    pub fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<TokenizedPairs, EmbedError> {
+        Ok(TokenizedPairs { encodings: self.tokenizer.encode_pairs(pairs)? })
+    }
+
+    /// The first pair that truncation shortened, with its whole length; only pairs
+    /// filled to the limit are tokenized again.
+    pub fn find_overlong(
+        &self,
+        pairs: &[(&str, &str)],
+        tokenized: &TokenizedPairs,
+    ) -> Result<Option<Overlong>, EmbedError> {
+        let max = self.tokenizer.max_length();
+        for (index, (&(a, b), encoding)) in pairs.iter().zip(&tokenized.encodings).enumerate() {
+            if encoding.len() < max {
+                continue;
+            }
+            let tokens = self.tokenizer.untruncated_pair_length(a, b)?;
+            if tokens > max {
+                return Ok(Some(Overlong { index, tokens, max }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The token limit pairs are truncated to (special tokens included).
+    pub fn max_length(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+}
+
 /// A cross-encoder: an encoder and its classification head.
 pub struct CrossEncoder {
-    tokenizer: TextTokenizer,
+    tokenizer: PairTokenizer,
     encoder: Box<dyn Encoder>,
     head: ClassificationHead,
     activation: ScoreActivation,
@@ -93,7 +178,7 @@ impl CrossEncoder {
         let limit = tokenize::declared_limit(dir, encoder.max_positions())?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), limit, false)?;
         Ok(CrossEncoder {
-            tokenizer,
+            tokenizer: PairTokenizer { tokenizer: Arc::new(tokenizer) },
             encoder,
             head,
             activation,
@@ -114,22 +199,90 @@ impl CrossEncoder {
         self.activation
     }
 
+    /// The tokenizing half, to tokenize on other threads for
+    /// [`CrossEncoder::predict_tokenized`].
+    pub fn tokenizer(&self) -> &PairTokenizer {
+        &self.tokenizer
+    }
+
+    /// The token limit pairs are truncated to.
+    pub fn max_length(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+
+    /// The device as text (`cpu`, `cuda:0`).
+    pub fn device_name(&self) -> String {
+        device_name(self.device)
+    }
+
     /// Scores of arbitrary pairs, one row of [`CrossEncoder::num_labels`] per pair.
     pub fn predict(&self, pairs: &[(&str, &str)]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let encodings = self.tokenizer.encode_pairs(pairs)?;
+        let encodings = self.tokenizer.tokenize_pairs(pairs)?.encodings;
+        let refs: Vec<&tokenizers::Encoding> = encodings.iter().collect();
         let _guard = tch::no_grad_guard();
-        let flat = batching::run(&encodings, self.batch_size, self.labels, &self.model_name, |batch| {
-            let input = self.tokenizer.batch(batch, self.device)?;
-            let hidden = self.encoder.forward(&input)?;
-            let logits = self.head.forward(&hidden, &input.attention_mask)?;
-            let scores = match self.activation {
-                ScoreActivation::Identity => logits,
-                ScoreActivation::Sigmoid => logits.f_sigmoid()?,
-                ScoreActivation::Softmax => logits.f_softmax(-1, Kind::Float)?,
-            };
-            Ok(scores.f_to_device(Device::Cpu)?.f_contiguous()?)
+        let flat = batching::run(&refs, self.batch_size, self.labels, &self.model_name, |batch| {
+            let logits = self.logits(batch)?;
+            Ok(self.activate(&logits)?.f_to_device(Device::Cpu)?.f_contiguous()?)
         })?;
         Ok(flat.chunks(self.labels).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Scores groups of pairs tokenized by this model's [`PairTokenizer`] in shared
+    /// passes; element `g` holds `groups[g]`'s scores, the activated ones equal to
+    /// what [`CrossEncoder::predict`] returns for that group alone, and the logits
+    /// they came from. A non-finite value fails the call, naming the pair's index
+    /// within its group.
+    pub fn predict_tokenized(&self, groups: &[&TokenizedPairs]) -> Result<Vec<PairScores>, EmbedError> {
+        let encodings: Vec<&tokenizers::Encoding> = groups.iter().flat_map(|g| g.encodings.iter()).collect();
+        let labels = self.labels;
+        let _guard = tch::no_grad_guard();
+        // Each row: the activated scores, then the logits (one pass computes both;
+        // the activation sees the same logits as in `predict`).
+        let flat = batching::run(&encodings, self.batch_size, 2 * labels, &self.model_name, |batch| {
+            let logits = self.logits(batch)?;
+            let both = Tensor::f_cat(&[self.activate(&logits)?, logits.f_to_kind(Kind::Float)?], 1)?;
+            Ok(both.f_to_device(Device::Cpu)?.f_contiguous()?)
+        })
+        .map_err(|err| match err {
+            EmbedError::NonFinite { model, mut index } => {
+                for group in groups {
+                    if index < group.len() {
+                        break;
+                    }
+                    index -= group.len();
+                }
+                EmbedError::NonFinite { model, index }
+            }
+            other => other,
+        })?;
+        let mut rows = flat.chunks_exact(2 * labels);
+        Ok(groups
+            .iter()
+            .map(|group| {
+                let mut scores = Vec::with_capacity(group.len() * labels);
+                let mut logits = Vec::with_capacity(group.len() * labels);
+                for row in rows.by_ref().take(group.len()) {
+                    scores.extend_from_slice(&row[..labels]);
+                    logits.extend_from_slice(&row[labels..]);
+                }
+                PairScores { scores, logits }
+            })
+            .collect())
+    }
+
+    /// One pass's logits, `[B, labels]`.
+    fn logits(&self, batch: &[&tokenizers::Encoding]) -> Result<Tensor, EmbedError> {
+        let input = self.tokenizer.tokenizer.batch(batch, self.device)?;
+        let hidden = self.encoder.forward(&input)?;
+        self.head.forward(&hidden, &input.attention_mask)
+    }
+
+    fn activate(&self, logits: &Tensor) -> Result<Tensor, EmbedError> {
+        Ok(match self.activation {
+            ScoreActivation::Identity => logits.shallow_clone(),
+            ScoreActivation::Sigmoid => logits.f_sigmoid()?,
+            ScoreActivation::Softmax => logits.f_softmax(-1, Kind::Float)?,
+        })
     }
 
     /// Relevance of each passage to the query (first label), in passage order.

@@ -1,5 +1,16 @@
 //! [`SentenceEmbedder`]: tokenizer, encoder, pooling and normalization assembled
 //! from a model directory, with sentence-transformers' `encode` behaviour.
+//!
+//! `encode_with` is two halves a caller may also run apart, on different threads:
+//! [`EmbedTokenizer::tokenize`] (texts and a prompt to [`Tokenized`]; the tokenizer
+//! is `Send + Sync`, shared through an `Arc`) and
+//! [`SentenceEmbedder::embed_tokenized`] (forward passes only, over any number of
+//! [`Tokenized`] groups at once). dartboard-api's model worker does this: callers
+//! tokenize on their own threads and the worker batches their groups together.
+//! Since results do not depend on how texts are grouped into passes, a group's
+//! rows are the same whether it runs alone or with others.
+
+use std::sync::Arc;
 
 use dartboard_config::{DType, DeviceSpec, EmbeddingConfig};
 use dartboard_hub::progress::{LogProgress, Progress};
@@ -64,6 +75,141 @@ pub enum Prompt<'a> {
     Text(&'a str),
 }
 
+/// The tokenizing half of a [`SentenceEmbedder`] (its tokenizer, limit and
+/// prompts): cheap to clone, `Send + Sync`, so any thread can tokenize for the
+/// thread that owns the model.
+#[derive(Clone)]
+pub struct EmbedTokenizer {
+    shared: Arc<TokenizerPart>,
+}
+
+struct TokenizerPart {
+    tokenizer: TextTokenizer,
+    prompts: Prompts,
+}
+
+/// Texts tokenized with one prompt by [`EmbedTokenizer::tokenize`], ready for
+/// [`SentenceEmbedder::embed_tokenized`] (of the model they came from).
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    encodings: Vec<tokenizers::Encoding>,
+    /// Leading prompt tokens in each encoding, `None` without a prompt; pooling
+    /// leaves them out when the model excludes prompts, so groups with different
+    /// prompt lengths never share a forward pass.
+    prompt_length: Option<i64>,
+    /// The prompt text prepended (to measure untruncated lengths).
+    prompt: Option<String>,
+}
+
+impl Tokenized {
+    /// Number of texts.
+    pub fn len(&self) -> usize {
+        self.encodings.len()
+    }
+
+    /// Whether there are no texts.
+    pub fn is_empty(&self) -> bool {
+        self.encodings.is_empty()
+    }
+
+    /// Tokens of each text as embedded: special tokens and prompt included, after
+    /// truncation.
+    pub fn token_counts(&self) -> Vec<usize> {
+        self.encodings.iter().map(|e| e.len()).collect()
+    }
+
+    /// All texts' tokens together (unpadded).
+    pub fn total_tokens(&self) -> usize {
+        self.encodings.iter().map(|e| e.len()).sum()
+    }
+}
+
+/// A text longer than the model's token limit, as [`EmbedTokenizer::find_overlong`]
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlong {
+    /// The text's index in the input.
+    pub index: usize,
+    /// Its tokens without truncation (special tokens and prompt included).
+    pub tokens: usize,
+    /// The model's limit.
+    pub max: usize,
+}
+
+impl EmbedTokenizer {
+    /// Tokenizes `texts` with `prompt` prepended to each, truncated to the limit,
+    /// exactly as [`SentenceEmbedder::encode_with`] does before its passes.
+    ///
+    /// Fails on a text longer than [`crate::MAX_TEXT_BYTES`], on more than
+    /// [`crate::MAX_REQUEST_BYTES`] in all, and on an unknown prompt name (unless
+    /// `texts` is empty, as `encode_with`).
+    pub fn tokenize(&self, texts: &[&str], prompt: Prompt<'_>) -> Result<Tokenized, EmbedError> {
+        tokenize::check_input_sizes(texts.iter().copied())?;
+        if texts.is_empty() {
+            return Ok(Tokenized { encodings: Vec::new(), prompt_length: None, prompt: None });
+        }
+        let tokenizer = &self.shared.tokenizer;
+        let prompt = self.prompt_text(prompt)?.filter(|p| !p.is_empty());
+        let (encodings, prompt_length) = match prompt {
+            Some(p) => {
+                let prompted: Vec<String> = texts.iter().map(|t| format!("{p}{t}")).collect();
+                let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+                (tokenizer.encode(&refs)?, Some(tokenizer.prompt_length(p)?))
+            }
+            None => (tokenizer.encode(texts)?, None),
+        };
+        Ok(Tokenized { encodings, prompt_length, prompt: prompt.map(str::to_owned) })
+    }
+
+    /// The first text of `tokenized` (tokenized from `texts`) that truncation
+    /// shortened, with its whole length. Only texts filled to the limit are
+    /// tokenized again, whole, so texts under the limit cost nothing more.
+    pub fn find_overlong(&self, texts: &[&str], tokenized: &Tokenized) -> Result<Option<Overlong>, EmbedError> {
+        let tokenizer = &self.shared.tokenizer;
+        let max = tokenizer.max_length();
+        for (index, (text, encoding)) in texts.iter().zip(&tokenized.encodings).enumerate() {
+            // Truncation fills the limit exactly; a shorter encoding is whole.
+            if encoding.len() < max {
+                continue;
+            }
+            let tokens = match &tokenized.prompt {
+                Some(p) => tokenizer.untruncated_length(&format!("{p}{text}"))?,
+                None => tokenizer.untruncated_length(text)?,
+            };
+            if tokens > max {
+                return Ok(Some(Overlong { index, tokens, max }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The token limit texts are truncated to (special tokens included).
+    pub fn max_length(&self) -> usize {
+        self.shared.tokenizer.max_length()
+    }
+
+    /// The model's named prompts and its default prompt name.
+    pub fn prompts(&self) -> &Prompts {
+        &self.shared.prompts
+    }
+
+    fn prompt_text<'p>(&'p self, prompt: Prompt<'p>) -> Result<Option<&'p str>, EmbedError> {
+        let prompts = &self.shared.prompts;
+        let by_name = |name: &str| {
+            prompts.named.get(name).map(String::as_str).ok_or_else(|| EmbedError::UnknownPrompt {
+                name: name.to_owned(),
+                available: prompts.named.keys().cloned().collect(),
+            })
+        };
+        Ok(match prompt {
+            Prompt::Default => prompts.default_name.as_deref().map(by_name).transpose()?,
+            Prompt::None => None,
+            Prompt::Name(name) => Some(by_name(name)?),
+            Prompt::Text(text) => Some(text),
+        })
+    }
+}
+
 /// A module after pooling, loaded.
 enum AfterPoolingLayer {
     Dense { weight: Tensor, bias: Option<Tensor>, activation: DenseActivation },
@@ -72,11 +218,10 @@ enum AfterPoolingLayer {
 
 /// A sentence-transformers model ready to embed texts.
 pub struct SentenceEmbedder {
-    tokenizer: TextTokenizer,
+    tokenizer: EmbedTokenizer,
     encoder: Box<dyn Encoder>,
     pooling: Pooling,
     after_pooling: Vec<AfterPoolingLayer>,
-    prompts: Prompts,
     device: Device,
     dtype: DType,
     batch_size: usize,
@@ -110,11 +255,10 @@ impl SentenceEmbedder {
         let dim = pipeline.output_dim(encoder.hidden_size()) as usize;
         let after_pooling = load_after_pooling(&pipeline, encoder.hidden_size(), device)?;
         Ok(SentenceEmbedder {
-            tokenizer,
+            tokenizer: EmbedTokenizer { shared: Arc::new(TokenizerPart { tokenizer, prompts: pipeline.prompts }) },
             encoder,
             pooling: pipeline.pooling,
             after_pooling,
-            prompts: pipeline.prompts,
             device,
             dtype: options.dtype,
             batch_size: options.batch_size.max(1),
@@ -149,6 +293,12 @@ impl SentenceEmbedder {
         &self.files
     }
 
+    /// Texts per forward pass from now on (at least 1): sentence-transformers'
+    /// per-call `encode(batch_size=…)`, which the Python package passes through.
+    pub fn set_batch_size(&mut self, batch_size: usize) {
+        self.batch_size = batch_size.max(1);
+    }
+
     /// The token limit texts are truncated to.
     pub fn max_seq_length(&self) -> usize {
         self.tokenizer.max_length()
@@ -157,12 +307,22 @@ impl SentenceEmbedder {
     /// How many tokens each text becomes (special tokens included, after truncation).
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
         tokenize::check_input_sizes(texts.iter().copied())?;
-        Ok(self.tokenizer.encode(texts)?.iter().map(|e| e.len()).collect())
+        Ok(self.text_tokenizer().encode(texts)?.iter().map(|e| e.len()).collect())
     }
 
     /// The model's named prompts and its default prompt name.
     pub fn prompts(&self) -> &Prompts {
-        &self.prompts
+        self.tokenizer.prompts()
+    }
+
+    /// The tokenizing half of the model, to tokenize on other threads for
+    /// [`SentenceEmbedder::embed_tokenized`].
+    pub fn tokenizer(&self) -> &EmbedTokenizer {
+        &self.tokenizer
+    }
+
+    fn text_tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer.shared.tokenizer
     }
 
     /// Embeds one text (with the default prompt, if the model has one).
@@ -186,47 +346,66 @@ impl SentenceEmbedder {
     /// [`crate::MAX_REQUEST_BYTES`] in all, and when the model produces NaN or
     /// infinity for a text (never returned as an embedding).
     pub fn encode_with(&self, texts: &[&str], prompt: Prompt<'_>) -> Result<Embeddings, EmbedError> {
-        tokenize::check_input_sizes(texts.iter().copied())?;
-        if texts.is_empty() {
-            return Ok(Embeddings::new(self.dim, Vec::new()));
-        }
-        let prompt = self.prompt_text(prompt)?.filter(|p| !p.is_empty());
-        let prompted: Vec<String>;
-        let (texts, prompt_length) = match prompt {
-            Some(p) => {
-                prompted = texts.iter().map(|t| format!("{p}{t}")).collect();
-                (prompted.iter().map(String::as_str).collect::<Vec<_>>(), Some(self.tokenizer.prompt_length(p)?))
-            }
-            None => (texts.to_vec(), None),
-        };
-        let encodings = self.tokenizer.encode(&texts)?;
-        let _guard = tch::no_grad_guard();
-        let out = batching::run(&encodings, self.batch_size, self.dim, &self.model_name, |batch| {
-            let width = batch.first().map_or(0, |e| e.len());
-            let _span = debug_span!("encode", batch = batch.len(), max_len = width).entered();
-            self.embed_batch(batch, prompt_length)
-        })?;
-        Ok(Embeddings::new(self.dim, out))
+        let tokenized = self.tokenizer.tokenize(texts, prompt)?;
+        Ok(self.embed_tokenized(&[&tokenized])?.remove(0))
     }
 
-    fn prompt_text<'p>(&'p self, prompt: Prompt<'p>) -> Result<Option<&'p str>, EmbedError> {
-        let by_name = |name: &str| {
-            self.prompts.named.get(name).map(String::as_str).ok_or_else(|| EmbedError::UnknownPrompt {
-                name: name.to_owned(),
-                available: self.prompts.named.keys().cloned().collect(),
+    /// Embeds groups of texts tokenized by this model's [`EmbedTokenizer`], all in
+    /// the same passes where they can share them; element `g` of the result holds
+    /// `groups[g]`'s rows in its order, equal to what
+    /// [`SentenceEmbedder::encode_with`] returns for that group alone.
+    ///
+    /// Groups with the same prompt length are sorted and batched together (longest
+    /// first, at most the batch size and a token budget per pass); groups with
+    /// different prompt lengths run in separate passes, since pooling may leave the
+    /// prompt out. A non-finite row fails the call, naming the text's index within
+    /// its group; run the groups one by one to learn which group it was.
+    pub fn embed_tokenized(&self, groups: &[&Tokenized]) -> Result<Vec<Embeddings>, EmbedError> {
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); groups.len()];
+        let mut prompt_lengths: Vec<Option<i64>> = Vec::new();
+        for group in groups.iter().filter(|g| !g.is_empty()) {
+            if !prompt_lengths.contains(&group.prompt_length) {
+                prompt_lengths.push(group.prompt_length);
+            }
+        }
+        let _guard = tch::no_grad_guard();
+        for prompt_length in prompt_lengths {
+            let members: Vec<usize> = (0..groups.len())
+                .filter(|&g| !groups[g].is_empty() && groups[g].prompt_length == prompt_length)
+                .collect();
+            let encodings: Vec<&tokenizers::Encoding> =
+                members.iter().flat_map(|&g| groups[g].encodings.iter()).collect();
+            let flat = batching::run(&encodings, self.batch_size, self.dim, &self.model_name, |batch| {
+                let width = batch.first().map_or(0, |e| e.len());
+                let _span = debug_span!("encode", batch = batch.len(), max_len = width).entered();
+                self.embed_batch(batch, prompt_length)
             })
-        };
-        Ok(match prompt {
-            Prompt::Default => self.prompts.default_name.as_deref().map(by_name).transpose()?,
-            Prompt::None => None,
-            Prompt::Name(name) => Some(by_name(name)?),
-            Prompt::Text(text) => Some(text),
-        })
+            .map_err(|err| match err {
+                // The index is into the concatenated groups; name it within its group.
+                EmbedError::NonFinite { model, mut index } => {
+                    for &g in &members {
+                        if index < groups[g].len() {
+                            break;
+                        }
+                        index -= groups[g].len();
+                    }
+                    EmbedError::NonFinite { model, index }
+                }
+                other => other,
+            })?;
+            let mut rest = flat.as_slice();
+            for &g in &members {
+                let (rows, tail) = rest.split_at(groups[g].len() * self.dim);
+                out[g] = rows.to_vec();
+                rest = tail;
+            }
+        }
+        Ok(out.into_iter().map(|data| Embeddings::new(self.dim, data)).collect())
     }
 
     /// One forward pass: `[B, dim]` f32 on the CPU, contiguous.
     fn embed_batch(&self, batch: &[&tokenizers::Encoding], prompt_length: Option<i64>) -> Result<Tensor, EmbedError> {
-        let input = self.tokenizer.batch(batch, self.device)?;
+        let input = self.text_tokenizer().batch(batch, self.device)?;
         let tokens = self.encoder.forward(&input)?;
         // Pool in f32 whatever the compute precision: the sums over up to 512 tokens
         // are where bf16 would lose the most.

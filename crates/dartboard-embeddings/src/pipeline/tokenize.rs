@@ -218,6 +218,31 @@ impl TextTokenizer {
         Ok(encodings)
     }
 
+    /// How many tokens `text` becomes without truncation (special tokens included):
+    /// what the limit is compared with when a caller asks not to truncate. The
+    /// whole text is tokenized, so this costs what [`MAX_TEXT_BYTES`] allows; call
+    /// it only for texts that [`TextTokenizer::encode`] filled to the limit.
+    pub fn untruncated_length(&self, text: &str) -> Result<usize, EmbedError> {
+        let lowered;
+        let text = if self.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let raw = self.raw.encode(text, false).map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        Ok(raw.len() + self.added_tokens(false))
+    }
+
+    /// How many tokens the pair `(a, b)` becomes without truncation (special tokens
+    /// included), as [`TextTokenizer::untruncated_length`] for one text.
+    pub fn untruncated_pair_length(&self, a: &str, b: &str) -> Result<usize, EmbedError> {
+        let count = |text: &str| -> Result<usize, EmbedError> {
+            Ok(self.raw.encode(text, false).map_err(|e| EmbedError::Tokenize(e.to_string()))?.len())
+        };
+        Ok(count(a)? + count(b)? + self.added_tokens(true))
+    }
+
     /// Special tokens the post-processor adds to one text or a pair.
     fn added_tokens(&self, pair: bool) -> usize {
         self.inner.get_post_processor().map_or(0, |p| p.added_tokens(pair))
