@@ -6,7 +6,9 @@
 //!   corpus run (`--quick`: batch 32 only);
 //! - `--corpus`: only the corpus run (`dartboard embed` as a whole process);
 //! - `--shapes`: only the real shapes of Qwen3-Embedding-0.6B and ModernBERT-base with
-//!   random weights (`bench/shapes.rs`).
+//!   random weights (`bench/shapes.rs`);
+//! - `--serve`: only the serving run, `dartboard serve` against infinity-emb under 1
+//!   and 32 concurrent clients (`bench/serve.rs`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -19,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::{cargo, data_dir, root, run, setup};
 
+mod serve;
 mod shapes;
 
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
@@ -28,11 +31,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let corpus_only = args.iter().any(|a| a == "--corpus");
     let shapes_only = args.iter().any(|a| a == "--shapes");
-    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes")) {
-        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus | --shapes]");
+    let serve_only = args.iter().any(|a| a == "--serve");
+    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes" | "--serve")) {
+        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus | --shapes | --serve]");
     }
-    if corpus_only && shapes_only {
-        bail!("--corpus and --shapes are separate runs; pick one");
+    if [corpus_only, shapes_only, serve_only].iter().filter(|&&on| on).count() > 1 {
+        bail!("--corpus, --shapes and --serve are separate runs; pick one");
     }
     let env = setup::run()?;
     setup::reference_stack(&env)?;
@@ -48,6 +52,10 @@ pub fn bench(args: &[String]) -> Result<()> {
 
     let sts = out_dir.join("sts-test-sentences.txt");
     fs::write(&sts, sts_sentences(&data_dir().join("stsbenchmark/sts-test.csv"))?)?;
+    if serve_only {
+        // --quick: one round of each server instead of three.
+        return serve::run(&env, &dartboard, &out_dir, &sts, if quick { 1 } else { 3 });
+    }
     if corpus_only {
         return corpus_bench(&dartboard, &env, &out_dir, &sts);
     }

@@ -10,10 +10,11 @@
 //! - `cargo xtask demo`: setup, a release build, `dartboard demo`.
 //! - `cargo xtask prefetch MODEL... [--revision REV]`: download models into the cache
 //!   (for Docker builds; needs no libtorch and builds no model code).
-//! - `cargo xtask bench [--quick] [--corpus | --shapes]`: dartboard vs
+//! - `cargo xtask bench [--quick] [--corpus | --shapes | --serve]`: dartboard vs
 //!   sentence-transformers on this machine; writes `target/bench/*.json` and the
 //!   tables in `docs/benchmarks.md` (`--shapes`: random-weight Qwen3-Embedding-0.6B
-//!   and ModernBERT-base shapes instead of all-MiniLM-L6-v2).
+//!   and ModernBERT-base shapes instead of all-MiniLM-L6-v2; `--serve`: `dartboard
+//!   serve` against infinity-emb under concurrent clients).
 
 mod bench;
 mod setup;
@@ -25,7 +26,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick] [--corpus | --shapes]>";
+    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick] [--corpus | --shapes | --serve]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

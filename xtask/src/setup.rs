@@ -106,7 +106,7 @@ fn install_cuda(env: &SetupEnv) -> Result<()> {
 
 /// Installs a requirements file from `xtask/python/` once: a marker in the venv
 /// records what was installed, and a changed file installs again.
-fn pip_install(venv: &Path, file: &str, marker: &str, flags: &[&str], what: &str) -> Result<()> {
+pub(crate) fn pip_install(venv: &Path, file: &str, marker: &str, flags: &[&str], what: &str) -> Result<()> {
     let requirements_path = root().join("xtask/python").join(file);
     let requirements =
         fs::read_to_string(&requirements_path).with_context(|| format!("reading {}", requirements_path.display()))?;
