@@ -9,6 +9,7 @@ mod demo;
 mod embed;
 mod files;
 mod rerank;
+mod serve;
 
 use std::io;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Demo(ModelArgs),
     /// Score passages against a query with a cross-encoder, best first, as JSON Lines.
     Rerank(rerank::RerankArgs),
+    /// Serve embeddings over HTTP: OpenAI's /v1/embeddings and text-embeddings-inference's /embed and /rerank.
+    Serve(serve::ServeArgs),
     /// Measure throughput on a corpus (what `cargo xtask bench` runs).
     Bench(bench::BenchArgs),
     /// Download models into the cache for later offline use (e.g. in a Docker build).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info(args),
         Command::Demo(args) => demo::run(args),
         Command::Rerank(args) => rerank::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Prefetch(args) => cache::prefetch(args),
         Command::Cache(command) => cache::run(command),

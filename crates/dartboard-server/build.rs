@@ -1,0 +1,3 @@
+fn main() {
+    dartboard_build::link_libtorch();
+}
