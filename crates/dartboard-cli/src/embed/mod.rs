@@ -8,7 +8,16 @@
 //! `FILE.partial/` ([`partial`]) and the file is assembled from those at the end, so
 //! a killed run continues with `--resume` and its output is byte-identical to an
 //! uninterrupted one. Without `--output`, JSON Lines stream to stdout.
+//!
+//! `--truncate-dim` and `--precision` are sentence-transformers' `truncate_dim` and
+//! `precision`: each window is truncated as it is encoded (chunks store the truncated
+//! floats), then quantized as it is written. int8/uint8 need per-dimension ranges:
+//! from `--calibration FILE`, or else from every embedding of the run, as
+//! `encode(corpus, precision="int8")` takes them from all of its outputs; those are
+//! known only once the run is complete, so they are computed by a pass over the
+//! stored chunks before the file is assembled, and need `--output FILE`.
 
+mod calibration;
 mod input;
 mod output;
 mod partial;
@@ -22,12 +31,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dartboard_embeddings::{Prompt, MAX_REQUEST_BYTES};
+use dartboard_embeddings::{
+    quantize_rows, EmbedError, Embeddings, Precision, Prompt, QuantizationRanges, RangesBuilder, MAX_REQUEST_BYTES,
+};
 
 use crate::files::{output_target, write_output, OutputTarget};
 use crate::ModelArgs;
 use input::{InputFormat, InputSpec, TextSource, Texts};
-use output::{OutputFormat, RowWriter, Rows};
+use output::{Element, OutputFormat, RowWriter, Rows, Values};
 use partial::{Manifest, Partial};
 use progress::Progress;
 
@@ -91,6 +102,19 @@ pub struct EmbedArgs {
     /// Use no prompt even if the model has a default one.
     #[arg(long, conflicts_with_all = ["prompt", "prompt_name"])]
     no_prompt: bool,
+    /// Keep the first N dimensions of each embedding (sentence-transformers'
+    /// truncate_dim, for Matryoshka models): after normalization, not renormalized.
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
+    /// Output values: float32, int8, uint8, binary or ubinary (sentence-transformers'
+    /// quantize_embeddings). int8/uint8 take their per-dimension ranges from
+    /// --calibration, else from all embeddings of the run (which needs --output FILE).
+    #[arg(long, value_name = "PRECISION", default_value = "float32")]
+    precision: Precision,
+    /// Embeddings whose per-dimension min/max set the int8/uint8 buckets: .npy
+    /// (float32/float64), .parquet (column "embedding") or JSON Lines ("embedding").
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
     /// Texts to embed.
     texts: Vec<String>,
 }
@@ -174,10 +198,46 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     if args.resume && streams {
         bail!("--resume needs --output naming a regular file");
     }
+    if args.calibration.is_some() && !args.precision.needs_ranges() {
+        bail!(
+            "--calibration sets the buckets of --precision int8 or uint8; --precision {} does not use it, so \
+             leave it out (or pick int8/uint8)",
+            args.precision
+        );
+    }
+    if streams && args.precision.needs_ranges() && args.calibration.is_none() {
+        bail!(
+            "--precision {} takes its per-dimension ranges from every embedding of the run, which are known only \
+             at its end, so it cannot stream; write to --output FILE (a regular file), or give the ranges with \
+             --calibration FILE",
+            args.precision
+        );
+    }
+    // Read before loading the model: a bad calibration file should not cost a load.
+    let calibration = match &args.calibration {
+        Some(path) => Some(calibration::read_ranges(path)?),
+        None => None,
+    };
     // Open the input before loading the model: a typo in --input should not cost a load.
     let mut texts = source.open()?;
 
     let (config, model) = args.model.load()?;
+    let model_dim = model.embedding_dim();
+    let dim = match args.truncate_dim {
+        None => model_dim,
+        Some(n) if (1..=model_dim).contains(&n) => n,
+        Some(n) => {
+            return Err(anyhow::Error::new(EmbedError::TruncateDim { requested: n, dim: model_dim })
+                .context(format!("--truncate-dim {n} does not fit model {}", config.model)))
+        }
+    };
+    let ranges = match calibration {
+        Some(ranges) => Some(fit_calibration(ranges, dim, model_dim, args.calibration.as_deref())?),
+        None => None,
+    };
+    let truncate = |embeddings: Embeddings| -> Result<Embeddings> { Ok(embeddings.truncate_dim(dim)?) };
+    let element = Element::from(args.precision);
+    let row_len = args.precision.row_len(dim);
     let window = args.window as usize;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -195,7 +255,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         // Stream JSON Lines to stdout, or into a device or FIFO.
         let mut progress = Progress::new(args.quiet, source.count(), 0, log_every);
         let mut run = |out: &mut (dyn Write + Send)| -> Result<()> {
-            let mut writer = RowWriter::new(OutputFormat::Jsonl, out, model.embedding_dim(), 0, args.keep_text)?;
+            let mut writer = RowWriter::new(OutputFormat::Jsonl, out, element, row_len, 0, args.keep_text)?;
             loop {
                 if interrupted.load(Ordering::SeqCst) {
                     return Err(Interrupted("interrupted".to_owned()).into());
@@ -205,9 +265,12 @@ pub fn run(args: EmbedArgs) -> Result<()> {
                     break;
                 }
                 let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-                let embeddings = model.encode_with(&refs, args.prompt())?;
+                let embeddings = truncate(model.encode_with(&refs, args.prompt())?)?;
                 let texts_kept = args.keep_text.then_some(batch.as_slice());
-                writer.write(&Rows { dim: embeddings.dim(), values: embeddings.as_slice(), texts: texts_kept })?;
+                // Every precision that streams quantizes a window on its own: bits need no
+                // ranges, and int8/uint8 reach here only with --calibration's.
+                let quantized = quantize_rows(dim, embeddings.as_slice(), args.precision, ranges.as_ref())?;
+                writer.write(&Rows { dim: row_len, values: Values::from(quantized.data()), texts: texts_kept })?;
                 progress.add(batch.len() as u64);
             }
             writer.finish()?;
@@ -240,7 +303,6 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let mut progress = Progress::new(args.quiet, source.count(), already, log_every);
     let mut windows = done;
     let mut embedded = already;
-    let dim = model.embedding_dim();
     loop {
         if interrupted.load(Ordering::SeqCst) {
             progress.abandon();
@@ -256,7 +318,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             break;
         }
         let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-        let embeddings = model.encode_with(&refs, args.prompt())?;
+        let embeddings = truncate(model.encode_with(&refs, args.prompt())?)?;
         partial.write_chunk(windows, dim, embeddings.as_slice(), args.keep_text.then_some(batch.as_slice()))?;
         windows += 1;
         embedded += batch.len() as u64;
@@ -264,15 +326,46 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     }
 
     let total = partial.total_rows(windows)?;
-    write_output(&final_path, |out| {
-        let mut writer = RowWriter::new(args.format, out, dim, total, args.keep_text)?;
-        for index in 0..windows {
-            let (chunk_dim, values, texts) =
-                partial.read_chunk(index)?.with_context(|| format!("window {index} of the partial run is missing"))?;
-            if chunk_dim != dim {
-                bail!("the partial run has {chunk_dim}-dimensional embeddings but the model gives {dim}");
+    let read_chunk = |index: u64| -> Result<partial::Chunk> {
+        let chunk =
+            partial.read_chunk(index)?.with_context(|| format!("window {index} of the partial run is missing"))?;
+        if chunk.0 != dim {
+            bail!("the partial run has {}-dimensional embeddings but this run gives {dim}", chunk.0);
+        }
+        Ok(chunk)
+    };
+    let ranges = match ranges {
+        Some(ranges) => Some(ranges),
+        // The finishing pass: the run's own ranges, over all of its embeddings. With fewer
+        // than two there are none to be had, and quantize_rows says so (no rows: nothing to
+        // quantize).
+        None if args.precision.needs_ranges() && total >= 2 => {
+            let mut builder = RangesBuilder::new(dim);
+            for index in 0..windows {
+                builder.add_rows(&read_chunk(index)?.1).map_err(anyhow::Error::msg)?;
             }
-            writer.write(&Rows { dim, values: &values, texts: texts.as_deref() })?;
+            if total < 100 && !args.quiet {
+                eprintln!(
+                    "dartboard: note: {} buckets computed from {total} embeddings; they are steadier from more, or \
+                     from --calibration FILE with embeddings of representative texts",
+                    args.precision
+                );
+            }
+            Some(builder.finish().map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    write_output(&final_path, |out| {
+        let mut writer = RowWriter::new(args.format, out, element, row_len, total, args.keep_text)?;
+        for index in 0..windows {
+            let (_, values, texts) = read_chunk(index)?;
+            let quantized = quantize_rows(dim, &values, args.precision, ranges.as_ref()).map_err(|e| match e {
+                // One embedding in the whole run: say what to do in CLI terms.
+                EmbedError::Quantization { .. } if ranges.is_none() => anyhow::Error::new(e)
+                    .context("the run has a single embedding; pass --calibration FILE to quantize it"),
+                e => e.into(),
+            })?;
+            writer.write(&Rows { dim: row_len, values: Values::from(quantized.data()), texts: texts.as_deref() })?;
         }
         writer.finish()?;
         Ok(())
@@ -280,6 +373,29 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     partial.remove()?;
     progress.finish();
     Ok(())
+}
+
+/// Calibration ranges for `dim` output dimensions: the file's as they are, or, for
+/// embeddings of the model's full width, their first `dim` (which is what truncating
+/// the calibration embeddings first would give).
+fn fit_calibration(
+    ranges: QuantizationRanges,
+    dim: usize,
+    model_dim: usize,
+    path: Option<&std::path::Path>,
+) -> Result<QuantizationRanges> {
+    let name = path.map(|p| p.display().to_string()).unwrap_or_default();
+    if ranges.dim() == dim {
+        return Ok(ranges);
+    }
+    if ranges.dim() == model_dim {
+        return ranges.truncated(dim).map_err(anyhow::Error::msg);
+    }
+    bail!(
+        "calibration file {name} holds {}-dimensional embeddings, but this run's are {dim}-dimensional (the \
+         model's {model_dim}); calibrate with embeddings of the same model",
+        ranges.dim()
+    )
 }
 
 fn manifest(
@@ -321,5 +437,7 @@ fn manifest(
         format: format!("{:?}", args.format).to_lowercase(),
         keep_text: args.keep_text,
         window,
+        truncate_dim: args.truncate_dim,
+        precision: args.precision.to_string(),
     }
 }

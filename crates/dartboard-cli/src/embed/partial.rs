@@ -30,6 +30,17 @@ pub struct Manifest {
     pub format: String,
     pub keep_text: bool,
     pub window: usize,
+    /// `--truncate-dim` (the chunks hold truncated rows). Defaulted, so a partial run
+    /// made before the flag existed still reads (and matches a run without it).
+    #[serde(default)]
+    pub truncate_dim: Option<usize>,
+    /// `--precision` (applied when the file is assembled, like the format).
+    #[serde(default = "float32")]
+    pub precision: String,
+}
+
+fn float32() -> String {
+    "float32".to_owned()
 }
 
 impl Manifest {
