@@ -15,10 +15,13 @@
 //!   tables in `docs/benchmarks.md` (`--shapes`: random-weight Qwen3-Embedding-0.6B
 //!   and ModernBERT-base shapes instead of all-MiniLM-L6-v2; `--serve`: `dartboard
 //!   serve` against infinity-emb under concurrent clients).
+//! - `cargo xtask wheel [--install]`: the `dartboard` Python wheel into
+//!   `target/wheels/` (`--install`: into the venv too); `test` builds and installs it.
 
 mod bench;
 mod setup;
 mod tidy;
+mod wheel;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,7 +29,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick] [--corpus | --shapes | --serve]>";
+    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick] [--corpus | --shapes | --serve] | wheel [--install]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("prefetch") => prefetch(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("wheel") => wheel::command(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -90,6 +94,10 @@ fn test(extra: &[String]) -> Result<()> {
     setup::reference_outputs(&env, &sts_dev)?;
     // The CLI tests run the real binary, so build it first.
     run(cargo().args(["build", "--package", "dartboard-cli"]))?;
+    // tests/tests/python_wheel.rs runs the Python package's tests against the wheel
+    // installed in the venv.
+    let wheel = wheel::build(&env)?;
+    wheel::install(&env, &wheel)?;
     run(cargo()
         .args(["test", "--workspace"])
         .args(extra)

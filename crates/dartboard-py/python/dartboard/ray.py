@@ -1,0 +1,130 @@
+"""Embedding a Ray Dataset with one ``dartboard.Embedder`` per actor.
+
+``embed(ds)`` is a ``map_batches`` over :class:`EmbedBatch`, a callable class: Ray
+Data starts ``concurrency`` actors, each loads the model once, and batches of rows
+stream through them. Actor restarts (``max_restarts``) and retries of the tasks an
+actor was running (``max_task_retries``) are on by default, so a killed actor or a
+lost node costs time, not rows.
+
+Why a retry never duplicates or drops a row: a map task's output block is committed
+to the object store only when the task finishes, so the attempt that died leaves
+nothing behind and the retry produces the whole block again; blocks lost with a node
+are rebuilt from lineage. The vectors do not depend on which actor or attempt
+computed them (the model is deterministic and each batch's rows are embedded
+together), and with ``preserve_order`` (set by ``python -m dartboard.ray_embed``)
+the rows come out in input order.
+"""
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+# Rows per map_batches batch: large enough that Ray's per-batch overhead is small
+# next to the model, small enough that a retried batch is cheap.
+DEFAULT_BATCH_SIZE = 256
+
+
+class EmbedBatch:
+    """The per-actor callable: loads one ``Embedder`` and embeds each batch's
+    ``text_column`` into ``output_column`` (a list of float32 vectors, which Ray
+    stores as a fixed-size tensor column)."""
+
+    def __init__(
+        self,
+        text_column: str,
+        output_column: str,
+        model: Optional[str],
+        device: Optional[str],
+        dtype: Optional[str],
+        encode_batch_size: Optional[int],
+        prompt_name: Optional[str],
+        truncate_dim: Optional[int],
+        node_column: Optional[str],
+    ):
+        from dartboard import Embedder
+
+        self._embedder = Embedder(model=model, device=device, dtype=dtype, batch_size=encode_batch_size)
+        self._text_column = text_column
+        self._output_column = output_column
+        self._prompt_name = prompt_name
+        self._truncate_dim = truncate_dim
+        self._node_column = node_column
+        self._node_id = None
+        if node_column is not None:
+            import ray
+
+            self._node_id = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        texts = batch[self._text_column]
+        texts = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"column {self._text_column!r} holds a {type(text).__name__} in row {i} of this batch; "
+                    "every row needs a string (drop or fill the missing ones first)"
+                )
+        vectors = self._embedder.encode(texts, prompt_name=self._prompt_name, truncate_dim=self._truncate_dim)
+        batch[self._output_column] = vectors
+        if self._node_column is not None:
+            batch[self._node_column] = np.array([self._node_id] * len(texts), dtype=object)
+        return batch
+
+
+def embed(
+    ds,
+    text_column: str = "text",
+    output_column: str = "embedding",
+    model: Optional[str] = None,
+    *,
+    concurrency: Any = 2,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    device: Optional[str] = None,
+    dtype: Optional[str] = None,
+    encode_batch_size: Optional[int] = None,
+    prompt_name: Optional[str] = None,
+    truncate_dim: Optional[int] = None,
+    max_restarts: int = -1,
+    max_task_retries: int = -1,
+    node_column: Optional[str] = None,
+    **ray_remote_args: Any,
+):
+    """Adds ``output_column`` (one float32 vector per row) to the ``ray.data.Dataset``
+    ``ds`` and returns the new (lazy) Dataset.
+
+    ``concurrency``: actors (an int, or ``(min, max)`` for an autoscaling pool), each
+    holding one model and reserving ``num_cpus`` / ``num_gpus``. ``batch_size``: rows
+    per ``map_batches`` batch; ``encode_batch_size``: texts per forward pass inside
+    it (default: the configured batch size). ``model``, ``device``, ``dtype``: as for
+    ``dartboard.Embedder`` (None reads ``EMBEDDING_*`` on each worker).
+    ``max_restarts`` / ``max_task_retries``: -1 restarts a dead actor and retries
+    its tasks without limit; 0 turns fault tolerance off. ``node_column``: if given,
+    also records the Ray node id that embedded each row. Further keyword arguments
+    go to Ray as actor options.
+    """
+    if num_gpus and device is None:
+        device = "cuda"
+    return ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs=dict(
+            text_column=text_column,
+            output_column=output_column,
+            model=model,
+            device=device,
+            dtype=dtype,
+            encode_batch_size=encode_batch_size,
+            prompt_name=prompt_name,
+            truncate_dim=truncate_dim,
+            node_column=node_column,
+        ),
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_restarts=max_restarts,
+        max_task_retries=max_task_retries,
+        **ray_remote_args,
+    )
