@@ -217,3 +217,47 @@ fn list_value(column: &dyn Array, i: usize) -> Option<ArrayRef> {
     }
     any.downcast_ref::<LargeListArray>().map(|list| list.value(i))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::output::{npy_header, Element};
+
+    fn npy_file(dir: &Path, header: &[u8], values: &[f32]) -> std::path::PathBuf {
+        let path = dir.join("c.npy");
+        let mut bytes = header.to_vec();
+        bytes.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn npy_rows_give_per_dimension_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = [0.5, -1.0, 2.0, 3.0, 0.25, -4.0];
+        let ranges = read_ranges(&npy_file(dir.path(), &npy_header(Element::F32, 3, 2), &values)).unwrap();
+        assert_eq!((ranges.min(), ranges.max()), (&[0.25, -4.0][..], &[2.0, 3.0][..]));
+    }
+
+    #[test]
+    fn npy_files_that_are_not_embedding_matrices_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = npy_file(dir.path(), &npy_header(Element::F32, 3, 2), &[1.0; 5]);
+        assert!(read_ranges(&short).unwrap_err().to_string().contains("shorter than its shape"));
+        let bytes = npy_header(Element::U8, 1, 2);
+        let ints = npy_file(dir.path(), &bytes, &[]);
+        assert!(read_ranges(&ints).unwrap_err().to_string().contains("dtype |u1"));
+        // Same length, so the header stays aligned: "False" -> "True ".
+        let mut header = npy_header(Element::F32, 2, 2);
+        let at = header.windows(5).position(|w| w == b"False").unwrap();
+        header[at..at + 5].copy_from_slice(b"True ");
+        let fortran = npy_file(dir.path(), &header, &[0.0; 4]);
+        assert!(read_ranges(&fortran).unwrap_err().to_string().contains("Fortran order"));
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(read_ranges(&empty).unwrap_err().to_string().contains("holds no embeddings"));
+        let ragged = dir.path().join("ragged.jsonl");
+        std::fs::write(&ragged, "{\"embedding\":[1,2]}\n{\"embedding\":[1]}\n").unwrap();
+        assert!(read_ranges(&ragged).unwrap_err().to_string().contains("line 2 has 1 values"));
+    }
+}
