@@ -25,18 +25,27 @@ pub fn json<T: DeserializeOwned>(api: Api, body: Result<Bytes, BytesRejection>, 
             HttpError::new(api, StatusCode::BAD_REQUEST, crate::error::Kind::Validation, format!("cannot read the request body: {rejection}"))
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => HttpError::invalid(api, format!("invalid request: {e}")),
-            Category::Syntax | Category::Eof | Category::Io => HttpError::new(
-                api,
-                StatusCode::BAD_REQUEST,
-                crate::error::Kind::Validation,
-                format!("the request body is not valid JSON: {e}"),
-            ),
+    use serde_json::error::Category;
+    let not_json = |e: &serde_json::Error| {
+        HttpError::new(
+            api,
+            StatusCode::BAD_REQUEST,
+            crate::error::Kind::Validation,
+            format!("the request body is not valid JSON: {e}"),
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| match e.inner().classify() {
+        Category::Data => {
+            // The path names the field at fault (`encoding_format`: unknown variant ...).
+            let path = e.path().to_string();
+            let at = if path == "." { String::new() } else { format!("`{path}`: ") };
+            HttpError::invalid(api, format!("invalid request: {at}{}", e.inner()))
         }
-    })
+        Category::Syntax | Category::Eof | Category::Io => not_json(e.inner()),
+    })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
 }
 
 /// The texts of an `input`/`inputs` field: one string, or a non-empty array of
@@ -158,6 +167,9 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let e = json::<Req>(Api::Tei, Ok(Bytes::from_static(b"{\"n\": -1}")), 100).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("`n`"), "the field is named: {}", e.message);
         assert!(json::<Req>(Api::Tei, Ok(Bytes::from_static(b"{\"n\": 3}")), 100).is_ok());
+        let e = json::<Req>(Api::Tei, Ok(Bytes::from_static(b"{\"n\": 3} trailing")), 100).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }
