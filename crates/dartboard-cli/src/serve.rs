@@ -21,7 +21,7 @@ pub struct ServeArgs {
     /// Port to listen on; 0 picks a free one (the log line `listening on http://ADDR` names it)
     #[arg(long, short, env = "DARTBOARD_PORT", default_value_t = 3000)]
     port: u16,
-    /// Token budget of one forward pass built from queued requests
+    /// Token budget of one batch built from queued requests
     #[arg(long, env = "DARTBOARD_MAX_BATCH_TOKENS", default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..))]
     max_batch_tokens: u64,
     /// Requests handled at once; one more is answered 429 at once

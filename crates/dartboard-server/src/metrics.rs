@@ -17,9 +17,9 @@ use dartboard_api::BatchEvent;
 /// Latency buckets in seconds: from a cached-size single text to a full client batch
 /// behind a queue.
 const SECONDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-/// Texts (or requests) per forward pass.
+/// Texts (or requests) per batch.
 const COUNTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-/// Tokens per forward pass or per request.
+/// Tokens per batch or per request.
 const TOKENS: &[f64] = &[16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0];
 
 /// The routes requests are counted under; anything else is `other`.
@@ -137,7 +137,7 @@ impl Metrics {
         lock(&self.request_tokens).observe(tokens as f64);
     }
 
-    /// One forward pass of the embedding model's worker.
+    /// One batch of the embedding model's worker.
     pub fn observe_batch(&self, event: &BatchEvent) {
         let mut b = lock(&self.batches);
         b.texts.observe(event.texts as f64);
@@ -170,13 +170,18 @@ impl Metrics {
         lock(&self.request_tokens).render(&mut out, "dartboard_request_tokens", "");
 
         let b = lock(&self.batches);
-        help(&mut out, "dartboard_batch_size", "histogram", "Texts per forward pass of the embedding model.");
+        help(
+            &mut out,
+            "dartboard_batch_size",
+            "histogram",
+            "Texts per batch the embedding worker ran (one or more forward passes of at most --batch-size texts).",
+        );
         b.texts.render(&mut out, "dartboard_batch_size", "");
-        help(&mut out, "dartboard_batch_requests", "histogram", "Requests joined into one forward pass.");
+        help(&mut out, "dartboard_batch_requests", "histogram", "Requests joined into one batch.");
         b.requests.render(&mut out, "dartboard_batch_requests", "");
-        help(&mut out, "dartboard_batch_tokens", "histogram", "Tokens per forward pass (padding excluded).");
+        help(&mut out, "dartboard_batch_tokens", "histogram", "Tokens per batch (padding excluded).");
         b.tokens.render(&mut out, "dartboard_batch_tokens", "");
-        help(&mut out, "dartboard_batch_duration_seconds", "histogram", "Time of one forward pass.");
+        help(&mut out, "dartboard_batch_duration_seconds", "histogram", "Model time of one batch.");
         b.seconds.render(&mut out, "dartboard_batch_duration_seconds", "");
         drop(b);
 
