@@ -291,3 +291,222 @@ fn prepare(
     }
     Ok(tokenized)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use dartboard_embeddings::LoadOptions;
+    use dartboard_hub::ModelFiles;
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generated/tiny").join(name)
+    }
+
+    fn embedder(name: &str) -> SentenceEmbedder {
+        let files = ModelFiles::open(&fixture(name), None, None).unwrap();
+        SentenceEmbedder::load(&files, LoadOptions::default()).unwrap()
+    }
+
+    fn handle(name: &str, options: BatchOptions) -> EmbeddingModel {
+        EmbeddingModel::from_embedder(embedder(name), name.to_owned(), options).unwrap()
+    }
+
+    /// Waits (at most 60 s) until `n` requests are queued; on failure opens the
+    /// gate first, so the callers held behind it end and the test fails, not hangs.
+    fn wait_depth(model: &EmbeddingModel, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while model.queue_depth() < n {
+            if Instant::now() > deadline {
+                model.inner.worker.gate().open();
+                panic!("{n} requests were not queued in 60 s ({} are)", model.queue_depth());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn request(texts: &[&str], prompt: PromptChoice) -> EmbedRequest {
+        EmbedRequest { texts: texts.iter().map(|t| t.to_string()).collect(), prompt, truncate: true }
+    }
+
+    /// Requests with different prompts (so different prompt lengths, which this
+    /// fixture leaves out of pooling) and lengths, all queued while the worker is
+    /// held so they share one batch, come back bit for bit as `encode_with` gives
+    /// each alone; token counts as the tokenizer counts them.
+    #[test]
+    fn requests_batched_together_equal_encode_with_alone() {
+        for name in ["bert_cls_prompt_excluded", "bert_prompts", "bert_mean_norm"] {
+            let direct = embedder(name);
+            let model = handle(name, BatchOptions::default());
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&events);
+            model.on_batch(Arc::new(move |e: &crate::BatchEvent| seen.lock().unwrap().push(e.requests)));
+            let long = "Dartboard balances relevance and diversity when it picks passages. ".repeat(40);
+            let cases: Vec<(Vec<&str>, PromptChoice)> = vec![
+                (vec!["first", "a second, longer text than the first"], PromptChoice::None),
+                (vec!["query text", long.as_str(), "x"], PromptChoice::Text("search for: ".into())),
+                (vec!["short"], PromptChoice::Text("q: ".into())),
+                (vec!["default prompt", "another"], PromptChoice::Default),
+                (
+                    vec![long.as_str(), "the same prompt as the second request"],
+                    PromptChoice::Text("search for: ".into()),
+                ),
+                (vec![], PromptChoice::None),
+            ];
+            let gate = model.inner.worker.gate();
+            gate.close();
+            let answers = std::thread::scope(|s| {
+                let warm = s.spawn(|| model.embed(request(&["held"], PromptChoice::None)));
+                gate.wait_taken(1);
+                let handles: Vec<_> = cases
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (texts, prompt))| {
+                        let r = request(texts, prompt.clone());
+                        let handle = s.spawn(|| model.embed(r));
+                        // Empty requests are answered without queueing.
+                        wait_depth(&model, cases[..=i].iter().filter(|(t, _)| !t.is_empty()).count());
+                        handle
+                    })
+                    .collect();
+                gate.open();
+                warm.join().unwrap().unwrap();
+                handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect::<Vec<_>>()
+            });
+            for ((texts, prompt), answer) in cases.iter().zip(answers) {
+                let expected = direct.encode_with(texts, prompt.as_prompt()).unwrap();
+                assert_eq!(answer.embeddings, expected, "{name}: {texts:?} with {prompt:?}");
+                let counts = direct.tokenizer().tokenize(texts, prompt.as_prompt()).unwrap().token_counts();
+                assert_eq!(answer.token_counts, counts);
+                assert_eq!(answer.embeddings.dim(), model.embedding_dim());
+            }
+            assert_eq!(*events.lock().unwrap(), vec![1, 5], "{name}: the five queued requests ran as one batch");
+        }
+    }
+
+    #[test]
+    fn many_threads_get_their_own_rows_and_share_batches() {
+        let direct = embedder("bert_mean_norm");
+        let model = handle("bert_mean_norm", BatchOptions::default());
+        let largest = Arc::new(Mutex::new(0usize));
+        let seen = Arc::clone(&largest);
+        model.on_batch(Arc::new(move |e: &crate::BatchEvent| {
+            let mut largest = seen.lock().unwrap();
+            *largest = (*largest).max(e.requests);
+        }));
+        let gate = model.inner.worker.gate();
+        gate.close();
+        let texts: Vec<String> = (0..32).map(|i| format!("thread {i} asks about item {}", i * 7)).collect();
+        let rows = std::thread::scope(|s| {
+            // One request is taken and held, then all 32 threads queue behind it.
+            let held = s.spawn(|| model.encode_one("held"));
+            gate.wait_taken(1);
+            let handles: Vec<_> = texts
+                .iter()
+                .map(|text| {
+                    let model = model.clone();
+                    s.spawn(move || model.encode_one(text).unwrap())
+                })
+                .collect();
+            wait_depth(&model, 32);
+            gate.open();
+            held.join().unwrap().unwrap();
+            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        for (text, row) in texts.iter().zip(rows) {
+            assert_eq!(row, direct.encode_one(text).unwrap(), "{text}");
+        }
+        assert_eq!(*largest.lock().unwrap(), 32);
+    }
+
+    #[test]
+    fn truncate_false_names_the_text_its_tokens_and_the_limit() {
+        let model = handle("bert_mean_norm", BatchOptions::default());
+        let max = model.info().max_input_length;
+        let mut tokenizer = tokenizers::Tokenizer::from_file(fixture("bert_mean_norm").join("tokenizer.json")).unwrap();
+        tokenizer.with_truncation(None).unwrap();
+        tokenizer.with_padding(None);
+        let count = |text: &str| tokenizer.encode(text, true).unwrap().len();
+        // "word" is one token: `max - 2` of them fill the limit with [CLS] and [SEP].
+        let fits = "word ".repeat(max - 2);
+        let over = "word ".repeat(max + 40);
+        assert_eq!(count(&fits), max);
+        let ok =
+            model.embed(EmbedRequest { truncate: false, ..request(&["short", &fits], PromptChoice::None) }).unwrap();
+        assert_eq!(ok.token_counts[1], max);
+        let refused =
+            model.embed(EmbedRequest { truncate: false, ..request(&["short", &fits, &over], PromptChoice::None) });
+        match &refused {
+            Err(err @ ApiError::TooLong { index: 2, tokens, max: limit }) => {
+                assert_eq!((*tokens, *limit), (count(&over), max));
+                let message = err.to_string();
+                assert!(message.contains("text 2") && message.contains(&format!("{tokens} tokens")), "{message}");
+            }
+            other => panic!("expected TooLong for text 2, got {other:?}"),
+        }
+        // The prompt counts: the text that fit alone no longer does.
+        let prompted =
+            model.embed(EmbedRequest { truncate: false, ..request(&[&fits], PromptChoice::Text("prefix: ".into())) });
+        assert!(matches!(prompted, Err(ApiError::TooLong { index: 0, .. })), "{prompted:?}");
+        // Truncating, the same request is embedded to the limit.
+        let cut = model.embed(request(&["short", &fits, &over], PromptChoice::None)).unwrap();
+        assert_eq!(cut.token_counts[2], max);
+    }
+
+    #[test]
+    fn spans_of_callers_are_parents_of_the_worker_spans() {
+        use tracing_subscriber::layer::{Context, SubscriberExt};
+        use tracing_subscriber::registry::LookupSpan;
+
+        /// (span, its parent, the thread it was made on)
+        type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+        struct Capture(Seen);
+        impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Capture {
+            fn on_new_span(&self, _: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+                let span = ctx.span(id).expect("a new span is registered");
+                let parent = span.parent().map(|p| p.name().to_owned());
+                let thread = std::thread::current().name().map(str::to_owned);
+                self.0.lock().unwrap().push((span.name().to_owned(), parent, thread));
+            }
+        }
+
+        let model = handle("bert_mean_norm", BatchOptions::default());
+        let seen: Seen = Arc::default();
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&seen)));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("http_request");
+            let _entered = span.enter();
+            model.encode(&["traced"]).unwrap();
+        });
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter().any(|(name, parent, thread)| name == "model_batch"
+                && parent.as_deref() == Some("http_request")
+                && thread.as_deref() == Some("dartboard-embed")),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn async_requests_equal_blocking_ones_and_stopped_after_shutdown() {
+        let model = handle("bert_prompts", BatchOptions::default());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let r = request(&["one", "two texts"], PromptChoice::Name("passage".into()));
+        let async_answer = runtime.block_on(model.embed_async(r.clone())).unwrap();
+        assert_eq!(async_answer, model.embed(r.clone()).unwrap());
+        // An empty request is answered without queueing, with the model's width.
+        let empty = runtime.block_on(model.embed_async(request(&[], PromptChoice::Default))).unwrap();
+        assert_eq!((empty.embeddings.len(), empty.embeddings.dim()), (0, model.embedding_dim()));
+        let unknown = model.embed(request(&["x"], PromptChoice::Name("nope".into())));
+        assert!(matches!(unknown, Err(ApiError::Model(EmbedError::UnknownPrompt { .. }))), "{unknown:?}");
+        let clone = model.clone();
+        model.shutdown();
+        assert!(matches!(clone.embed(r.clone()), Err(ApiError::Stopped)));
+        assert!(matches!(runtime.block_on(clone.embed_async(r)), Err(ApiError::Stopped)));
+        assert!(matches!(clone.encode_one("x"), Err(ApiError::Stopped)));
+    }
+}

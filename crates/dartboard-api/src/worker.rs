@@ -415,3 +415,200 @@ pub(crate) mod test_gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Doubles each number; a group holding 666 panics (a model bug), one holding
+    /// 13 fails (bad input).
+    struct Doubler;
+
+    impl Engine for Doubler {
+        type Group = Vec<u32>;
+        type Output = Vec<u32>;
+
+        fn run(&self, groups: &[&Vec<u32>]) -> Result<Vec<Vec<u32>>, EmbedError> {
+            if groups.iter().any(|g| g.contains(&666)) {
+                panic!("the model broke");
+            }
+            if let Some(group) = groups.iter().find(|g| g.contains(&13)) {
+                let index = group.iter().position(|&x| x == 13).unwrap_or_default();
+                return Err(EmbedError::NonFinite { model: "doubler".into(), index });
+            }
+            Ok(groups.iter().map(|g| g.iter().map(|x| x * 2).collect()).collect())
+        }
+    }
+
+    fn start(max_batch_tokens: usize, max_queued: usize) -> Arc<Worker<Doubler>> {
+        Arc::new(Worker::start("test-worker", Doubler, BatchOptions { max_batch_tokens, max_queued }).unwrap())
+    }
+
+    /// Calls on another thread; the group's token count is its length.
+    fn call_on_thread(worker: &Arc<Worker<Doubler>>, group: Vec<u32>) -> std::thread::JoinHandle<Answer<Vec<u32>>> {
+        let worker = Arc::clone(worker);
+        std::thread::spawn(move || {
+            let len = group.len();
+            worker.call(group, len, len)
+        })
+    }
+
+    /// Waits (at most 60 s) until `n` requests are queued; on failure opens the
+    /// gate first, so the callers held behind it end.
+    fn wait_depth(worker: &Worker<Doubler>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while worker.queue_depth() < n {
+            if Instant::now() > deadline {
+                worker.gate().open();
+                panic!("{n} requests were not queued in 60 s ({} are)", worker.queue_depth());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_queued_requests_still_complete() {
+        let worker = start(100, 2);
+        worker.gate().close();
+        let running = call_on_thread(&worker, vec![1]);
+        worker.gate().wait_taken(1);
+        let queued = [call_on_thread(&worker, vec![2]), call_on_thread(&worker, vec![3])];
+        wait_depth(&worker, 2);
+        let started = Instant::now();
+        assert!(matches!(worker.call(vec![4], 1, 1), Err(ApiError::Busy { queued: 2 })));
+        assert!(matches!(worker.check_room(), Err(ApiError::Busy { queued: 2 })));
+        assert!(started.elapsed() < Duration::from_secs(5), "Busy must not wait for the worker");
+        worker.gate().open();
+        assert_eq!(running.join().unwrap().unwrap(), vec![2]);
+        let [a, b] = queued;
+        assert_eq!((a.join().unwrap().unwrap(), b.join().unwrap().unwrap()), (vec![4], vec![6]));
+        // Room again once the queue drained.
+        assert_eq!(worker.call(vec![5], 1, 1).unwrap(), vec![10]);
+    }
+
+    #[test]
+    fn what_queued_while_the_model_was_busy_forms_the_next_batch_within_the_token_budget() {
+        let worker = start(7, 16);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        worker.on_batch(Arc::new(move |e: &BatchEvent| seen.lock().unwrap().push((e.requests, e.texts, e.tokens))));
+        worker.gate().close();
+        let first = call_on_thread(&worker, vec![1; 9]);
+        worker.gate().wait_taken(1);
+        // Queued in this order while the first batch holds the worker: 3 + 3 fit
+        // the budget of 7, the third does not; the over-budget one runs alone.
+        let mut rest = Vec::new();
+        for (i, group) in [vec![2; 3], vec![3; 3], vec![4; 3], vec![5; 8]].into_iter().enumerate() {
+            rest.push(call_on_thread(&worker, group));
+            wait_depth(&worker, i + 1);
+        }
+        worker.gate().open();
+        assert_eq!(first.join().unwrap().unwrap(), vec![2; 9]);
+        let answers: Vec<Vec<u32>> = rest.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+        assert_eq!(answers, vec![vec![4; 3], vec![6; 3], vec![8; 3], vec![10; 8]], "each caller gets its own rows");
+        assert_eq!(*events.lock().unwrap(), vec![(1, 9, 9), (2, 6, 6), (1, 3, 3), (1, 8, 8)]);
+    }
+
+    #[test]
+    fn a_failing_request_in_a_batch_fails_alone_with_its_own_error() {
+        let worker = start(100, 16);
+        worker.gate().close();
+        let first = call_on_thread(&worker, vec![1]);
+        worker.gate().wait_taken(1);
+        let good = call_on_thread(&worker, vec![2, 3]);
+        wait_depth(&worker, 1);
+        let bad = call_on_thread(&worker, vec![5, 13]);
+        wait_depth(&worker, 2);
+        worker.gate().open();
+        assert_eq!(first.join().unwrap().unwrap(), vec![2]);
+        assert_eq!(good.join().unwrap().unwrap(), vec![4, 6]);
+        match bad.join().unwrap() {
+            Err(ApiError::Model(EmbedError::NonFinite { index: 1, .. })) => {}
+            other => panic!("expected the bad request's own error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_worker_that_ended_answers_stopped_never_hangs() {
+        let worker = start(100, 16);
+        worker.gate().close();
+        let doomed = call_on_thread(&worker, vec![666]);
+        worker.gate().wait_taken(1);
+        let behind = call_on_thread(&worker, vec![1]);
+        wait_depth(&worker, 1);
+        worker.gate().open();
+        assert!(matches!(doomed.join().unwrap(), Err(ApiError::Stopped)), "the batch that broke the worker");
+        assert!(matches!(behind.join().unwrap(), Err(ApiError::Stopped)), "a request queued behind it");
+        assert!(matches!(worker.call(vec![1], 1, 1), Err(ApiError::Stopped)));
+        assert!(matches!(worker.check_room(), Err(ApiError::Stopped)));
+    }
+
+    #[test]
+    fn shutdown_finishes_the_queue_then_refuses() {
+        let worker = start(1, 16);
+        worker.gate().close();
+        let first = call_on_thread(&worker, vec![1]);
+        worker.gate().wait_taken(1);
+        let queued = call_on_thread(&worker, vec![2]);
+        wait_depth(&worker, 1);
+        let stopper = {
+            let worker = Arc::clone(&worker);
+            std::thread::spawn(move || worker.shutdown())
+        };
+        // Refused once shutdown has begun (it waits for the worker to end).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(worker.check_room(), Err(ApiError::Stopped)) {
+            assert!(Instant::now() < deadline, "shutdown did not close the queue");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        worker.gate().open();
+        stopper.join().unwrap();
+        assert_eq!(first.join().unwrap().unwrap(), vec![2]);
+        assert_eq!(queued.join().unwrap().unwrap(), vec![4], "queued before shutdown: still served");
+        assert!(matches!(worker.call(vec![1], 1, 1), Err(ApiError::Stopped)));
+    }
+
+    #[test]
+    fn async_callers_wait_without_blocking_the_runtime_thread() {
+        let worker = start(100, 16);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        worker.gate().close();
+        let answers = runtime.block_on(async {
+            let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..4u32 {
+                let (worker, queued) = (Arc::clone(&worker), Arc::clone(&queued));
+                tasks.push(tokio::spawn(async move {
+                    let pending = worker.call_async(vec![i], 1, 1)?;
+                    queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    pending.await
+                }));
+            }
+            // Every task runs on this one thread, and all four get queued and wait
+            // while the worker is held: a blocking wait would stop at the first.
+            for _ in 0..10_000 {
+                if queued.load(std::sync::atomic::Ordering::SeqCst) == 4 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(queued.load(std::sync::atomic::Ordering::SeqCst), 4);
+            worker.gate().wait_taken(1);
+            worker.gate().open();
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.unwrap().unwrap());
+            }
+            answers
+        });
+        assert_eq!(answers, vec![vec![0], vec![2], vec![4], vec![6]]);
+        let stopped = runtime.block_on(async {
+            worker.shutdown();
+            match worker.call_async(vec![1], 1, 1) {
+                Err(err) => Err(err),
+                Ok(pending) => pending.await,
+            }
+        });
+        assert!(matches!(stopped, Err(ApiError::Stopped)));
+    }
+}
