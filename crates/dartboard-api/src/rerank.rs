@@ -182,3 +182,112 @@ fn prepare(tokenizer: &PairTokenizer, query: &str, texts: &[&str], truncate: boo
     }
     Ok(tokenized)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use dartboard_embeddings::LoadOptions;
+    use dartboard_hub::ModelFiles;
+
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generated/tiny/cross_encoder")
+    }
+
+    fn cross() -> CrossEncoder {
+        CrossEncoder::load(&ModelFiles::open(&fixture(), None, None).unwrap(), LoadOptions::default()).unwrap()
+    }
+
+    fn handle(options: BatchOptions) -> RerankModel {
+        RerankModel::from_cross_encoder(cross(), "cross_encoder".into(), "f32".into(), options).unwrap()
+    }
+
+    fn wait_depth(model: &RerankModel, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while model.queue_depth() < n {
+            if Instant::now() > deadline {
+                model.inner.worker.gate().open();
+                panic!("{n} requests were not queued in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn batched_scores_equal_cross_encoder_scores_with_the_logits_beside_them() {
+        let direct = cross();
+        let model = handle(BatchOptions::default());
+        let long = "passages about darts and boards ".repeat(60);
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            ("what is dartboard", vec!["a retrieval method", "a game", long.as_str()]),
+            ("another query", vec!["one passage"]),
+            ("a third, longer query about retrieval", vec!["x", "y y", "z z z", "w"]),
+        ];
+        let gate = model.inner.worker.gate();
+        gate.close();
+        let answers = std::thread::scope(|s| {
+            let held = s.spawn(|| model.score("held", &["back"]));
+            gate.wait_taken(1);
+            let handles: Vec<_> = cases
+                .iter()
+                .enumerate()
+                .map(|(i, (query, texts))| {
+                    let handle = s.spawn(|| model.rerank(query, texts, true));
+                    wait_depth(&model, i + 1);
+                    handle
+                })
+                .collect();
+            gate.open();
+            held.join().unwrap().unwrap();
+            handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect::<Vec<_>>()
+        });
+        assert_eq!(direct.activation(), dartboard_embeddings::ScoreActivation::Sigmoid);
+        for ((query, texts), answer) in cases.iter().zip(answers) {
+            let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (*query, *t)).collect();
+            let alone = direct.predict_tokenized(&[&direct.tokenizer().tokenize_pairs(&pairs).unwrap()]).unwrap();
+            assert_eq!(answer.raw_scores, alone[0].logits, "{query}");
+            assert_eq!(answer.scores, direct.score(query, texts).unwrap(), "{query}");
+            assert_eq!(answer.raw_scores.len(), texts.len());
+            for (score, raw) in answer.scores.iter().zip(&answer.raw_scores) {
+                // sigmoid of the logit, in f64: what libtorch computed in f32.
+                let sigmoid = 1.0 / (1.0 + (-f64::from(*raw)).exp());
+                assert!((sigmoid - f64::from(*score)).abs() < 1e-6, "{score} is not sigmoid({raw})");
+            }
+        }
+    }
+
+    #[test]
+    fn over_long_pairs_busy_and_stopped() {
+        let model = handle(BatchOptions { max_batch_tokens: 16384, max_queued: 1 });
+        let max = model.info().max_input_length;
+        let mut tokenizer = tokenizers::Tokenizer::from_file(fixture().join("tokenizer.json")).unwrap();
+        tokenizer.with_truncation(None).unwrap();
+        tokenizer.with_padding(None);
+        let over = "word ".repeat(max);
+        let whole = tokenizer.encode(("query", over.as_str()), true).unwrap().len();
+        match model.rerank("query", &["fine", &over], false) {
+            Err(ApiError::TooLong { index: 1, tokens, max: limit }) => assert_eq!((tokens, limit), (whole, max)),
+            other => panic!("expected TooLong for text 1, got {other:?}"),
+        }
+        assert_eq!(model.rerank("query", &["fine", &over], true).unwrap().token_counts[1], max);
+
+        let gate = model.inner.worker.gate();
+        let taken = gate.taken();
+        gate.close();
+        std::thread::scope(|s| {
+            let held = s.spawn(|| model.score("q", &["held"]));
+            gate.wait_taken(taken + 1);
+            let queued = s.spawn(|| model.score("q", &["queued"]));
+            wait_depth(&model, 1);
+            assert!(matches!(model.score("q", &["refused"]), Err(ApiError::Busy { queued: 1 })));
+            gate.open();
+            held.join().unwrap().unwrap();
+            queued.join().unwrap().unwrap();
+        });
+        model.shutdown();
+        assert!(matches!(model.score("q", &["late"]), Err(ApiError::Stopped)));
+    }
+}

@@ -395,6 +395,11 @@ pub(crate) mod test_gate {
             self.changed.notify_all();
         }
 
+        /// Batches the worker has taken so far.
+        pub(crate) fn taken(&self) -> usize {
+            self.state.lock().unwrap().taken
+        }
+
         /// Waits (at most 60 s) until the worker has taken `n` batches.
         pub(crate) fn wait_taken(&self, n: usize) {
             let deadline = Instant::now() + Duration::from_secs(60);

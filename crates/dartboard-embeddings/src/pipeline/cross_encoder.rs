@@ -271,7 +271,20 @@ impl CrossEncoder {
     }
 
     /// One pass's logits, `[B, labels]`.
+    ///
+    /// A pass of one pair runs as two copies of it: the head's matrix products have
+    /// one row per pair, and libtorch computes a one-row product by another route
+    /// (a matrix-vector kernel) whose sums round differently in the last bits. With
+    /// at least two rows, a pair's scores are the same alone or batched with any
+    /// others, which is what lets a server batch callers' pairs together.
     fn logits(&self, batch: &[&tokenizers::Encoding]) -> Result<Tensor, EmbedError> {
+        if let [single] = batch {
+            return Ok(self.forward_logits(&[single, single])?.f_narrow(0, 0, 1)?);
+        }
+        self.forward_logits(batch)
+    }
+
+    fn forward_logits(&self, batch: &[&tokenizers::Encoding]) -> Result<Tensor, EmbedError> {
         let input = self.tokenizer.tokenizer.batch(batch, self.device)?;
         let hidden = self.encoder.forward(&input)?;
         self.head.forward(&hidden, &input.attention_mask)
