@@ -15,6 +15,7 @@ together), and with ``preserve_order`` (set by ``python -m dartboard.ray_embed``
 the rows come out in input order.
 """
 
+import warnings
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -106,25 +107,31 @@ def embed(
     """
     if num_gpus and device is None:
         device = "cuda"
-    return ds.map_batches(
-        EmbedBatch,
-        fn_constructor_kwargs=dict(
-            text_column=text_column,
-            output_column=output_column,
-            model=model,
-            device=device,
-            dtype=dtype,
-            encode_batch_size=encode_batch_size,
-            prompt_name=prompt_name,
-            truncate_dim=truncate_dim,
-            node_column=node_column,
-        ),
-        batch_size=batch_size,
-        batch_format="numpy",
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_task_retries,
-        **ray_remote_args,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes an actor pool's max_restarts and max_task_retries only as
+        # extra keyword arguments (the way its own docs show), and warns that those
+        # go away in 2.64, which has not said what replaces them; requirements-py.txt
+        # pins 2.60. The warning would only confuse our callers.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            EmbedBatch,
+            fn_constructor_kwargs=dict(
+                text_column=text_column,
+                output_column=output_column,
+                model=model,
+                device=device,
+                dtype=dtype,
+                encode_batch_size=encode_batch_size,
+                prompt_name=prompt_name,
+                truncate_dim=truncate_dim,
+                node_column=node_column,
+            ),
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_task_retries,
+            **ray_remote_args,
+        )
