@@ -95,9 +95,7 @@ fn concurrent_callers_get_encode_with_results_bit_for_bit_in_shared_batches() {
     for (thread, (chunk, answers)) in sentences.chunks(4).zip(answers).enumerate() {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let expected: Vec<(Vec<f32>, Vec<usize>)> = if thread % 2 == 0 {
-            refs.iter()
-                .map(|t| (direct.encode_one(t).unwrap(), direct.token_counts(&[t]).unwrap()))
-                .collect()
+            refs.iter().map(|t| (direct.encode_one(t).unwrap(), direct.token_counts(&[t]).unwrap())).collect()
         } else {
             refs.chunks(2)
                 .map(|pair| {

@@ -28,6 +28,8 @@ fn main() -> Result<(), Error> {
     let per_thread = args.get(1).copied().unwrap_or(50).max(1);
     let rounds = args.get(2).copied().unwrap_or(3).max(1);
 
+    // As `embedding_model()` and the `dartboard` binary do, for both sides alike.
+    dartboard_api::embeddings::retain_freed_memory();
     let texts = sts_sentences(threads * per_thread)?;
     let config = EmbeddingConfig::load(&Overrides::default())?;
     let locked = Mutex::new(SentenceEmbedder::from_config(&config)?);

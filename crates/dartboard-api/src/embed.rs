@@ -308,7 +308,7 @@ mod tests {
     }
 
     fn embedder(name: &str) -> SentenceEmbedder {
-        let files = ModelFiles::open(&fixture(name), None, None).unwrap();
+        let files = ModelFiles::open(fixture(name), None, None).unwrap();
         SentenceEmbedder::load(&files, LoadOptions::default()).unwrap()
     }
 

@@ -1,6 +1,6 @@
 //! What a Dartboard service needs from the embedding layer: tracing set up once, and
 //! one embedding model per process, built lazily on first use and shared by every
-//! thread (the "dependencies" of the Python service this replaces).
+//! thread and task (the "dependencies" of the Python service this replaces).
 //!
 //! Brief overview:
 //! - [`init_tracing`] installs a `tracing-subscriber` formatter filtered by `RUST_LOG`
@@ -9,15 +9,53 @@
 //!   model is built on first call and logs
 //!   `Initializing embedding model: NAME (dim=N, device=D)`; a failed build is not
 //!   cached, so a later call (say, after the model was copied in) tries again.
-//! - [`EmbeddingModel`] is the shareable handle: `Sync`, so `&'static` references
-//!   can go to any thread.
+//! - [`EmbeddingModel`] is a cheap-to-clone, `Send + Sync` handle to one model
+//!   worker thread that owns the model (libtorch tensors are `Send`, not `Sync`).
+//!   Callers tokenize on their own thread; the worker takes every request queued
+//!   while it was busy as its next batch, up to [`BatchOptions::max_batch_tokens`]
+//!   tokens (as text-embeddings-inference does), and runs it in shared forward
+//!   passes. Each caller's rows are bit for bit what
+//!   [`SentenceEmbedder::encode_with`](dartboard_embeddings::SentenceEmbedder::encode_with)
+//!   gives its texts alone: results do not depend on how texts are grouped.
+//! - [`RerankModel`] is the same for a cross-encoder, on its own worker, returning
+//!   activated scores and the logits before the activation.
 //! - [`config_summary`] is the service's `get_config()`.
 //!
+//! Calls come in two forms: blocking ([`EmbeddingModel::embed`], `encode*`,
+//! [`RerankModel::rerank`], [`RerankModel::score`]), which wait on the calling
+//! thread, and async ([`EmbeddingModel::embed_async`],
+//! [`RerankModel::score_async`]), which tokenize on tokio's blocking pool and
+//! await a oneshot channel, so they never block a runtime thread. Errors that are
+//! the queue's: [`ApiError::Busy`] at once when [`BatchOptions::max_queued`]
+//! requests already wait (retry later; nothing waits unboundedly);
+//! [`ApiError::TooLong`] for a text over the model's limit when the request sets
+//! `truncate: false` (naming the text, its tokens and the limit); and
+//! [`ApiError::Stopped`] once the worker has ended (after `shutdown`, or a panic
+//! in the model), also for requests that were still queued. The caller's current
+//! `tracing` span goes with each request: the worker's `model_batch` span for it is
+//! that span's child.
+//!
 //! ```no_run
+//! use dartboard_api::{EmbedRequest, PromptChoice};
+//!
 //! dartboard_api::init_tracing();
 //! let model = dartboard_api::embedding_model()?;
 //! let vector = model.encode_one("How does Dartboard improve RAG systems?")?;
 //! assert_eq!(vector.len(), model.embedding_dim());
+//!
+//! // A request as a server builds it: refused rather than truncated when too long.
+//! let request = EmbedRequest {
+//!     texts: vec!["What is Dartboard?".into(), "A retrieval method.".into()],
+//!     prompt: PromptChoice::Default,
+//!     truncate: false,
+//! };
+//! let response = model.embed(request)?;
+//! assert_eq!(response.embeddings.len(), 2);
+//! assert_eq!(response.token_counts.len(), 2);
+//!
+//! // Clones share the worker; other threads (or async tasks) can use them.
+//! let shared = model.clone();
+//! std::thread::spawn(move || shared.encode(&["from another thread"])).join().unwrap()?;
 //! # Ok::<(), dartboard_api::ApiError>(())
 //! ```
 #![deny(missing_docs)]

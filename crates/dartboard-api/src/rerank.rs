@@ -198,7 +198,7 @@ mod tests {
     }
 
     fn cross() -> CrossEncoder {
-        CrossEncoder::load(&ModelFiles::open(&fixture(), None, None).unwrap(), LoadOptions::default()).unwrap()
+        CrossEncoder::load(&ModelFiles::open(fixture(), None, None).unwrap(), LoadOptions::default()).unwrap()
     }
 
     fn handle(options: BatchOptions) -> RerankModel {
