@@ -127,7 +127,16 @@ pub fn run(env: &setup::SetupEnv, dartboard: &Path, out_dir: &Path, sts: &Path, 
                 let mut runs = Vec::new();
                 for (clients, requests, limit) in LOADS {
                     eprintln!("xtask: bench --serve round {}: {} with {clients} client(s)", round + 1, server.key());
-                    runs.push((clients, load(&client, &url, &texts, clients, requests, limit).await?));
+                    let before = batch_metrics(&client, server, guard.addr).await;
+                    let mut run = load(&client, &url, &texts, clients, requests, limit).await?;
+                    if let (Some(a), Some(b)) = (before, batch_metrics(&client, server, guard.addr).await) {
+                        // How the server batched this load: texts per model batch, and
+                        // the share of the wall time its model worker was running.
+                        let batches = b[1] - a[1];
+                        run["mean_batch_texts"] = json!((b[0] - a[0]) / batches.max(1.0));
+                        run["model_busy"] = json!((b[2] - a[2]) / run["wall_s"].as_f64().unwrap_or(f64::NAN));
+                    }
+                    runs.push((clients, run));
                 }
                 anyhow::Ok((embedding, runs))
             });
@@ -325,6 +334,24 @@ async fn wait_healthy(client: &reqwest::Client, server: &mut Running) -> Result<
     }
 }
 
+/// `dartboard serve`'s batch counters from `/metrics`: texts batched, batches, model
+/// seconds (None for infinity-emb, whose metrics say nothing of its batches, or when
+/// they cannot be read).
+async fn batch_metrics(client: &reqwest::Client, server: Server, addr: SocketAddr) -> Option<[f64; 3]> {
+    if server != Server::Dartboard {
+        return None;
+    }
+    let text = client.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some([
+        value("dartboard_batch_size_sum")?,
+        value("dartboard_batch_size_count")?,
+        value("dartboard_batch_duration_seconds_sum")?,
+    ])
+}
+
 fn request_body(text: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({ "input": [text], "model": MODEL_NAME })).expect("a JSON value serializes")
 }
@@ -465,6 +492,16 @@ fn render(r: &Value) -> String {
             f(&ours["p99_ms"]),
             f(&theirs["p99_ms"])
         );
+    }
+    for (clients, _, _) in LOADS {
+        let run = &r["best"][format!("dartboard/{clients}")];
+        if let (Some(texts), Some(busy)) = (run["mean_batch_texts"].as_f64(), run["model_busy"].as_f64()) {
+            let _ = writeln!(
+                s,
+                "- `dartboard serve`, {clients} client(s) (its `/metrics`): {texts:.1} texts per model batch on average, the model running {:.0}% of the wall time.",
+                100.0 * busy
+            );
+        }
     }
     if let Some(c) = r["first_text_cosine"].as_f64() {
         let _ = writeln!(s, "- Cosine between the two servers' embeddings of the first sentence: {c:.6}.");
