@@ -625,6 +625,24 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 }
 
 #[test]
+fn a_client_that_never_finishes_does_not_hold_the_exit_past_the_drain_limit() {
+    let _one = one_at_a_time();
+    let mut server = Server::start(&[]);
+    let body = serde_json::to_vec(&json!({ "input": ["never finished"] })).unwrap();
+    let _held = half_sent(&server.addr, "/v1/embeddings", &body);
+    wait_until(Duration::from_secs(30), "the request is in flight", || {
+        server.metric("dartboard_requests_in_flight") == Some(1.0)
+    });
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    // The drain limit is 25 s; the process must be gone soon after, never later.
+    assert_eq!(server.wait_exit(Duration::from_secs(40)), Some(0), "{}", server.log());
+    let waited = signalled.elapsed();
+    assert!(waited >= Duration::from_secs(20), "exited after {waited:?}: the request in flight was not waited for");
+    assert!(server.log().contains("exiting without them"), "{}", server.log());
+}
+
+#[test]
 fn api_key_is_required_and_never_logged() {
     let _one = one_at_a_time();
     let key = "sk-serve-test-7f3a9c1e";

@@ -37,7 +37,7 @@ mod openai;
 mod state;
 mod tei;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -286,6 +286,7 @@ where
     // The stop future must be 'static, so a load failure comes back through a slot.
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
     let slot = std::sync::Arc::clone(&failure);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         tokio::select! {
             () = shutdown => {
@@ -296,8 +297,24 @@ where
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
             }
         }
+        let _ = stopping_tx.send(());
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop).into_future();
+    // The drain is bounded: a client that never finishes sending its body (or a
+    // connection kept open) must not hold the process past an orchestrator's grace
+    // period. Requests still running after DRAIN_LIMIT are dropped with the process.
+    let drain_deadline = async move {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(DRAIN_LIMIT).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => served?,
+        () = drain_deadline => {
+            tracing::warn!("requests still in flight {} s after the stop signal; exiting without them", DRAIN_LIMIT.as_secs());
+        }
+    }
     let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failure {
         Some(err) => Err(err),
@@ -307,6 +324,10 @@ where
         }
     }
 }
+
+/// How long requests in flight may take to finish after a stop signal; less than
+/// Kubernetes' default 30 s grace period, so the process exits on its own first.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed by this call, before
 /// the address is announced, so a signal sent as soon as the server says it is
