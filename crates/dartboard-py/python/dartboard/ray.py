@@ -105,8 +105,14 @@ def embed(
     also records the Ray node id that embedded each row. Further keyword arguments
     go to Ray as actor options.
     """
+    import ray.data
+
     if num_gpus and device is None:
         device = "cuda"
+    if isinstance(concurrency, tuple):
+        pool = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    else:
+        pool = ray.data.ActorPoolStrategy(size=concurrency)
     with warnings.catch_warnings():
         # Ray 2.60 takes an actor pool's max_restarts and max_task_retries only as
         # extra keyword arguments (the way its own docs show), and warns that those
@@ -128,7 +134,7 @@ def embed(
             ),
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=concurrency,
+            compute=pool,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             max_restarts=max_restarts,
