@@ -53,7 +53,8 @@ pub use pipeline::embedder::{EmbedTokenizer, LoadOptions, Overlong, Prompt, Sent
 pub use pipeline::embeddings::Embeddings;
 pub use pipeline::pooling::normalize;
 pub use pipeline::quantize::{
-    quantize, quantize_rows, ParsePrecisionError, Precision, QuantizationRanges, Quantized, QuantizedData, RangesBuilder,
+    quantize, quantize_rows, ParsePrecisionError, Precision, QuantizationRanges, Quantized, QuantizedData,
+    RangesBuilder,
 };
 pub use pipeline::tokenize::{check_input_sizes, MAX_REQUEST_BYTES, MAX_TEXT_BYTES};
 pub use spec::modules::{AfterPooling, DenseActivation, DenseSpec, Pipeline, Prompts};
