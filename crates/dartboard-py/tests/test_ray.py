@@ -78,6 +78,12 @@ def cluster():
 
     # A short path: Ray's sockets live under it, and Unix socket paths are short.
     temp_dir = tempfile.mkdtemp(prefix="dbray", dir="/tmp")
+    # Ray records the cluster's address in $RAY_TMPDIR/ray/ray_current_cluster
+    # (default /tmp/ray) whatever temp_dir says, and creates that folder only when it
+    # is also the session's folder: on a fresh machine the write fails. Keep it
+    # inside ours (the workers inherit the variable).
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.makedirs(os.path.join(temp_dir, "ray"), exist_ok=True)
     small = dict(object_store_memory=80 << 20)
     cluster = Cluster(
         initialize_head=True,
