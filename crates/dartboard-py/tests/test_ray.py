@@ -220,7 +220,11 @@ def test_ray_embed_reads_and_writes_parquet(cluster, corpus, tmp_path, deadline)
         capture_output=True, text=True, timeout=TIMEOUT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    # The summary is the one JSON line ray_embed prints; Ray may print its own lines
+    # to stdout after it (at shutdown), so find it rather than take the last line.
+    summaries = [line for line in run.stdout.splitlines() if line.startswith('{"rows"')]
+    assert len(summaries) == 1, run.stdout[-3000:]
+    summary = json.loads(summaries[0])
     assert summary["rows"] == ROWS
     check_rows(pq.read_table(out), corpus)
     # A second run into the same directory would mix its files with these.
