@@ -6,7 +6,7 @@
 //!   corpus run (`--quick`: batch 32 only);
 //! - `--corpus`: only the corpus run (`dartboard embed` as a whole process);
 //! - `--shapes`: only the real shapes of Qwen3-Embedding-0.6B and ModernBERT-base with
-//!   random weights (`bench/shapes.rs`).
+//!   random weights (`bench/shapes.rs`); `--shape NAME` one of them.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -27,9 +27,16 @@ const DTYPES: [&str; 2] = ["f32", "bf16"];
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let corpus_only = args.iter().any(|a| a == "--corpus");
-    let shapes_only = args.iter().any(|a| a == "--shapes");
-    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes")) {
-        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus | --shapes]");
+    // `--shape NAME` (implies --shapes): one shape only, e.g. qwen3-0.6b.
+    let shape = match args.iter().position(|a| a == "--shape") {
+        Some(i) => Some(args.get(i + 1).cloned().context("--shape needs a name, e.g. --shape qwen3-0.6b")?),
+        None => None,
+    };
+    let shapes_only = args.iter().any(|a| a == "--shapes") || shape.is_some();
+    if let Some(other) = args.iter().enumerate().find(|&(i, a)| {
+        !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes" | "--shape") && (i == 0 || args[i - 1] != "--shape")
+    }) {
+        bail!("unknown option {}; cargo xtask bench [--quick] [--corpus | --shapes [--shape NAME]]", other.1);
     }
     if corpus_only && shapes_only {
         bail!("--corpus and --shapes are separate runs; pick one");
@@ -43,7 +50,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
     if shapes_only {
         // --quick: one round instead of three (no alternation to cancel drift).
-        return shapes::run(&env, &dartboard, &out_dir, if quick { 1 } else { 3 });
+        return shapes::run(&env, &dartboard, &out_dir, if quick { 1 } else { 3 }, shape.as_deref());
     }
 
     let sts = out_dir.join("sts-test-sentences.txt");
