@@ -6,7 +6,7 @@
 //!   corpus run (`--quick`: batch 32 only);
 //! - `--corpus`: only the corpus run (`dartboard embed` as a whole process);
 //! - `--shapes`: only the real shapes of Qwen3-Embedding-0.6B and ModernBERT-base with
-//!   random weights (`bench/shapes.rs`);
+//!   random weights (`bench/shapes.rs`); `--shape NAME` one of them;
 //! - `--serve`: only the serving run, `dartboard serve` against infinity-emb under 1
 //!   and 32 concurrent clients (`bench/serve.rs`).
 
@@ -30,10 +30,18 @@ const DTYPES: [&str; 2] = ["f32", "bf16"];
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let corpus_only = args.iter().any(|a| a == "--corpus");
-    let shapes_only = args.iter().any(|a| a == "--shapes");
+    // `--shape NAME` (implies --shapes): one shape only, e.g. qwen3-0.6b.
+    let shape = match args.iter().position(|a| a == "--shape") {
+        Some(i) => Some(args.get(i + 1).cloned().context("--shape needs a name, e.g. --shape qwen3-0.6b")?),
+        None => None,
+    };
+    let shapes_only = args.iter().any(|a| a == "--shapes") || shape.is_some();
     let serve_only = args.iter().any(|a| a == "--serve");
-    if let Some(other) = args.iter().find(|a| !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes" | "--serve")) {
-        bail!("unknown option {other}; cargo xtask bench [--quick] [--corpus | --shapes | --serve]");
+    if let Some(other) = args.iter().enumerate().find(|&(i, a)| {
+        !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes" | "--shape" | "--serve")
+            && (i == 0 || args[i - 1] != "--shape")
+    }) {
+        bail!("unknown option {}; cargo xtask bench [--quick] [--corpus | --shapes [--shape NAME] | --serve]", other.1);
     }
     if [corpus_only, shapes_only, serve_only].iter().filter(|&&on| on).count() > 1 {
         bail!("--corpus, --shapes and --serve are separate runs; pick one");
@@ -47,7 +55,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
     if shapes_only {
         // --quick: one round instead of three (no alternation to cancel drift).
-        return shapes::run(&env, &dartboard, &out_dir, if quick { 1 } else { 3 });
+        return shapes::run(&env, &dartboard, &out_dir, if quick { 1 } else { 3 }, shape.as_deref());
     }
 
     let sts = out_dir.join("sts-test-sentences.txt");

@@ -27,7 +27,15 @@ const BATCH: &str = "32";
 /// Timed passes per process (after a warm-up); the fastest counts.
 const REPEAT: &str = "2";
 
-pub fn run(env: &setup::SetupEnv, dartboard: &Path, out_dir: &Path, rounds: usize) -> Result<()> {
+/// `only`: one shape's directory name (`--shape`); its table is printed and saved
+/// as `shapes-NAME.json`, and docs/benchmarks.md (which shows both) is left as it is.
+pub fn run(env: &setup::SetupEnv, dartboard: &Path, out_dir: &Path, rounds: usize, only: Option<&str>) -> Result<()> {
+    let shapes: Vec<(&str, &str, usize)> =
+        SHAPES.into_iter().filter(|(name, _, _)| only.is_none_or(|o| o == *name)).collect();
+    if shapes.is_empty() {
+        let names: Vec<&str> = SHAPES.iter().map(|s| s.0).collect();
+        anyhow::bail!("--shape {:?} is not a benchmark shape; pick one of {names:?}", only.unwrap_or_default());
+    }
     let models = ensure_models(env, &out_dir.join("shapes"))?;
     let corpus = models.join("sts-test-500.txt");
     // Best texts/s per (shape, dtype, side), over `rounds` rounds that alternate the
@@ -35,7 +43,7 @@ pub fn run(env: &setup::SetupEnv, dartboard: &Path, out_dir: &Path, rounds: usiz
     // both rather than on whichever ran during a slow minute.
     let mut best: serde_json::Map<String, Value> = serde_json::Map::new();
     for round in 0..rounds {
-        for (name, _, _) in SHAPES {
+        for &(name, _, _) in &shapes {
             let model = models.join(name);
             for dtype in DTYPES {
                 let ours_emb = out_dir.join(format!("shapes-{name}-{dtype}-dartboard.f32"));
@@ -87,7 +95,7 @@ pub fn run(env: &setup::SetupEnv, dartboard: &Path, out_dir: &Path, rounds: usiz
     // Fidelity: every run against sentence-transformers in f32 (the last round's
     // embeddings; every pass computes the same ones).
     let mut fidelity = serde_json::Map::new();
-    for (name, _, dim) in SHAPES {
+    for &(name, _, dim) in &shapes {
         let st_f32 = read_f32(&out_dir.join(format!("shapes-{name}-f32-st.f32")))?;
         for (label, file) in [
             ("dartboard_f32", format!("shapes-{name}-f32-dartboard.f32")),
@@ -105,9 +113,15 @@ pub fn run(env: &setup::SetupEnv, dartboard: &Path, out_dir: &Path, rounds: usiz
         }
     }
     let results = json!({ "machine": machine(), "rounds": rounds, "best": best, "fidelity_min_cosine": fidelity });
-    fs::write(out_dir.join("shapes.json"), serde_json::to_string_pretty(&results)?)?;
-    let table = render(&results);
+    let table = render(&results, &shapes);
     println!("{table}");
+    if let Some(name) = only {
+        let json = out_dir.join(format!("shapes-{name}.json"));
+        fs::write(&json, serde_json::to_string_pretty(&results)?)?;
+        eprintln!("xtask: raw numbers in {} (docs/benchmarks.md left as it is)", json.display());
+        return Ok(());
+    }
+    fs::write(out_dir.join("shapes.json"), serde_json::to_string_pretty(&results)?)?;
     update_doc("shapes", &table)?;
     eprintln!("xtask: raw numbers in {}, summary in docs/benchmarks.md", out_dir.join("shapes.json").display());
     Ok(())
@@ -149,7 +163,7 @@ fn ensure_models(env: &setup::SetupEnv, dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-fn render(r: &Value) -> String {
+fn render(r: &Value, shapes: &[(&str, &str, usize)]) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let mut s = String::new();
     let _ = writeln!(
@@ -164,7 +178,7 @@ fn render(r: &Value) -> String {
         "| shape | dtype | tokens | dartboard texts/s | ST texts/s | ratio (target ≥ 1.5×) | min cosine vs ST f32 |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
-    for (name, label, _) in SHAPES {
+    for &(name, label, _) in shapes {
         for dtype in DTYPES {
             let ours = &r["best"][format!("{name}/{dtype}/dartboard")];
             let theirs = &r["best"][format!("{name}/{dtype}/sentence_transformers")];
@@ -179,7 +193,7 @@ fn render(r: &Value) -> String {
         }
     }
     let _ = writeln!(s, "\nsentence-transformers' own bf16 against its f32 (min cosine), for scale:");
-    for (name, label, _) in SHAPES {
+    for &(name, label, _) in shapes {
         let _ = writeln!(s, "- {label}: {:.6}", f(&r["fidelity_min_cosine"][format!("{name}/st_bf16")]));
     }
     s

@@ -1,9 +1,10 @@
-//! Our own CPU kernels (`cpp/attention.cpp`, `cpp/layer_norm.cpp`): AVX-512 code
-//! for the two steps of a transformer layer where libtorch's CPU operators are far
-//! from this hardware's limit on embedding-sized batches. Each file says why, with
-//! the measurements; callers check [`available`] and fall back to aten.
+//! Our own CPU kernels (`cpp/attention.cpp`, `cpp/layer_norm.cpp`,
+//! `cpp/rms_norm.cpp`, `cpp/gated.cpp`): AVX-512 code for the steps of a
+//! transformer layer where libtorch's CPU operators are far from this hardware's
+//! limit on embedding-sized batches. Each file says why, with the measurements;
+//! callers check [`available`] (or [`supports`]) and fall back to aten.
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::EmbedError;
 
@@ -16,6 +17,56 @@ pub(crate) fn available() -> bool {
 /// Whether `xs` is a tensor the kernels take: on the CPU, with [`available`].
 pub(crate) fn supports(xs: &Tensor) -> bool {
     xs.device() == Device::Cpu && available()
+}
+
+/// Whether `xs` is a tensor the element-wise kernels (RMSNorm, gated
+/// activations) take: [`supports`], in f32, bf16 or f16.
+pub(crate) fn supports_elementwise(xs: &Tensor) -> bool {
+    matches!(xs.kind(), Kind::Float | Kind::BFloat16 | Kind::Half) && supports(xs)
+}
+
+/// Where an RMSNorm rounds to the model's precision (see `cpp/rms_norm.cpp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RmsForm {
+    /// `weight · round(x · r)`, the product in the model's precision (Qwen3, T5).
+    Plain = 0,
+    /// `round(x · r · (1 + weight))`, the product in f32 (Gemma).
+    Gemma = 1,
+}
+
+/// The gate of a gated activation (see `cpp/gated.cpp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// SiLU (SwiGLU).
+    Silu = 0,
+    /// GELU, tanh form (GeGLU).
+    GeluTanh = 1,
+}
+
+/// RMS normalization of `xs` over its last dimension times `scale` (f32, the
+/// weight or Gemma's `1 + weight`), rounded as `form` says; `xs`'s precision.
+pub(crate) fn rms_norm(xs: &Tensor, scale: &Tensor, eps: f64, form: RmsForm) -> Result<Tensor, EmbedError> {
+    ffi::rms_norm(xs, scale, eps, form as i32)
+}
+
+/// `heads` heads of `scale`'s width taken from value `offset` on of each token of
+/// `qkv` `[B, T, width]`, each RMS-normalized as [`rms_norm`] does and then rotated
+/// with `cos` and `sin` `[T, head_dim]` (in `qkv`'s precision). Returns
+/// `[B, T, heads·head_dim]`.
+pub(crate) fn rms_norm_rope(
+    qkv: &Tensor,
+    scale: &Tensor,
+    (cos, sin): (&Tensor, &Tensor),
+    (offset, heads): (i64, i64),
+    eps: f64,
+    form: RmsForm,
+) -> Result<Tensor, EmbedError> {
+    ffi::rms_norm_rope(qkv, scale, cos, sin, offset, heads, eps, form as i32)
+}
+
+/// `gate(both[..., :n]) · both[..., n:]` for `both` `[..., 2n]`; `[..., n]`.
+pub(crate) fn gated(both: &Tensor, gate: Gate) -> Result<Tensor, EmbedError> {
+    ffi::gated(both, gate as i32)
 }
 
 /// `softmax(q kᵀ / √d + key_bias + head_bias) v` over fused projections `qkv`
@@ -65,6 +116,25 @@ mod ffi {
             eps: f64,
             out: *mut *mut C_tensor,
         ) -> *mut c_char;
+        fn dartboard_rms_norm(
+            x: *const C_tensor,
+            scale: *const C_tensor,
+            eps: f64,
+            form: i32,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
+        fn dartboard_rms_norm_rope(
+            qkv: *const C_tensor,
+            scale: *const C_tensor,
+            cos: *const C_tensor,
+            sin: *const C_tensor,
+            offset: i64,
+            heads: i64,
+            eps: f64,
+            form: i32,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
+        fn dartboard_gated(both: *const C_tensor, gate: i32, out: *mut *mut C_tensor) -> *mut c_char;
     }
 
     pub(super) fn available() -> bool {
@@ -96,6 +166,47 @@ mod ffi {
             })
         }
     }
+
+    pub(super) fn rms_norm(xs: &Tensor, scale: &Tensor, eps: f64, form: i32) -> Result<Tensor, EmbedError> {
+        // SAFETY: as above.
+        unsafe {
+            tensor_result("RMSNorm kernel", |out| dartboard_rms_norm(xs.as_ptr(), scale.as_ptr(), eps, form, out))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rms_norm_rope(
+        qkv: &Tensor,
+        scale: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        offset: i64,
+        heads: i64,
+        eps: f64,
+        form: i32,
+    ) -> Result<Tensor, EmbedError> {
+        // SAFETY: as above.
+        unsafe {
+            tensor_result("rotated RMSNorm kernel", |out| {
+                dartboard_rms_norm_rope(
+                    qkv.as_ptr(),
+                    scale.as_ptr(),
+                    cos.as_ptr(),
+                    sin.as_ptr(),
+                    offset,
+                    heads,
+                    eps,
+                    form,
+                    out,
+                )
+            })
+        }
+    }
+
+    pub(super) fn gated(both: &Tensor, gate: i32) -> Result<Tensor, EmbedError> {
+        // SAFETY: as above.
+        unsafe { tensor_result("gated activation kernel", |out| dartboard_gated(both.as_ptr(), gate, out)) }
+    }
 }
 
 /// Elsewhere the kernels are not built; [`available`] is false, so these are never
@@ -121,6 +232,28 @@ mod ffi {
     }
 
     pub(super) fn layer_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f64) -> Result<Tensor, EmbedError> {
+        Err(unsupported())
+    }
+
+    pub(super) fn rms_norm(_: &Tensor, _: &Tensor, _: f64, _: i32) -> Result<Tensor, EmbedError> {
+        Err(unsupported())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rms_norm_rope(
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: i64,
+        _: i64,
+        _: f64,
+        _: i32,
+    ) -> Result<Tensor, EmbedError> {
+        Err(unsupported())
+    }
+
+    pub(super) fn gated(_: &Tensor, _: i32) -> Result<Tensor, EmbedError> {
         Err(unsupported())
     }
 }

@@ -492,7 +492,6 @@ struct Layer {
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
-    intermediate: i64,
     /// `query_pre_attn_scalar^-1/2 · √head_dim`: the kernels divide scores by
     /// `√head_dim`, so queries are multiplied by this to get Gemma's scale.
     query_factor: f64,
@@ -529,7 +528,6 @@ impl Layer {
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: d,
-            intermediate: i,
             query_factor: (d as f64).sqrt() / c.query_pre_attn_scalar.sqrt(),
         })
     }
@@ -561,9 +559,7 @@ impl Layer {
         let attended = self.post_attention_norm.forward(&self.attention_out.forward(&context)?)?;
         let hidden = xs.f_add(&attended)?;
         let both = self.gate_up.forward(&self.pre_mlp_norm.forward(&hidden)?)?;
-        let gate = both.f_narrow(-1, 0, self.intermediate)?;
-        let up = both.f_narrow(-1, self.intermediate, self.intermediate)?;
-        let gated = self.activation.forward(&gate)?.f_mul(&up)?;
+        let gated = self.activation.forward_gated(&both)?;
         let out = self.post_mlp_norm.forward(&self.down.forward(&gated)?)?;
         Ok(hidden.f_add(&out)?)
     }

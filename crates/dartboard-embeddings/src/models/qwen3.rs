@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::Architecture;
 use crate::encoder::EncoderLimits;
@@ -357,14 +357,11 @@ impl Encoder for Qwen3Model {
         let (_, seq) = input.input_ids.size2()?;
         super::check_input(&self.config_path, input, self.limits)?;
         let mut hidden = Tensor::f_embedding(&self.tokens, &input.input_ids, -1, false, false)?;
-        // The causal band and the rotation tables once per forward pass.
+        // The causal band and the rotation tables once per forward pass; the
+        // tables `[T, head_dim]` rounded to the model's precision, as transformers
+        // rounds them.
         let mask = AttentionMask::new(&input.attention_mask, Visibility::CAUSAL, self.heads, None)?;
         let (cos, sin) = self.rope.tables(seq, hidden.kind())?;
-        // As transformers does: tables rounded to the model's precision, the
-        // rotation itself in f32 (see `Layer::forward`). [T, d] → [T, 1, d] against
-        // [B, T, heads, d].
-        let table = |t: &Tensor| -> Result<Tensor, EmbedError> { Ok(t.f_to_kind(Kind::Float)?.f_unsqueeze(1)?) };
-        let (cos, sin) = (table(&cos)?, table(&sin)?);
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &mask, &cos, &sin)?;
         }
@@ -387,7 +384,6 @@ struct Layer {
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
-    intermediate: i64,
 }
 
 impl Layer {
@@ -417,34 +413,22 @@ impl Layer {
             heads: c.num_attention_heads,
             kv_heads: plan.kv_heads,
             head_dim: d,
-            intermediate: i,
         })
     }
 
-    /// One block; `cos` and `sin` are f32 `[T, 1, head_dim]`.
+    /// One block; `cos` and `sin` are `[T, head_dim]` in `xs`'s precision.
     fn forward(&self, xs: &Tensor, mask: &AttentionMask, cos: &Tensor, sin: &Tensor) -> Result<Tensor, EmbedError> {
-        let (batch, seq, _) = xs.size3()?;
-        let d = self.head_dim;
-        let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        let (q_width, kv_width) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
         let qkv = self.qkv.forward(&self.input_norm.forward(xs)?)?;
-        let q = qkv.f_narrow(-1, 0, q_width)?.f_reshape([batch, seq, self.heads, d])?;
-        let k = qkv.f_narrow(-1, q_width, kv_width)?.f_reshape([batch, seq, self.kv_heads, d])?;
+        // Each query and key head normalized, then rotated, rounded where
+        // transformers rounds (in one pass on AVX-512 CPUs).
+        let q = self.q_norm.forward_heads_rotated(&qkv, (0, self.heads), cos, sin)?;
+        let k = self.k_norm.forward_heads_rotated(&qkv, (q_width, self.kv_heads), cos, sin)?;
         let v = qkv.f_narrow(-1, q_width + kv_width, kv_width)?;
-        // Each head normalized, then rotated, in f32 throughout and rounded once
-        // to the model's precision (transformers rounds after the norm and after
-        // each product of the rotation; in f32 the two are the same).
-        let norm_and_rotate = |x: &Tensor, norm: &RmsNorm| -> Result<Tensor, EmbedError> {
-            let normed = norm.forward(&x.f_to_kind(Kind::Float)?)?;
-            Ok(Rope::rotate(&normed, cos, sin)?.f_to_kind(xs.kind())?.f_reshape([batch, seq, -1])?)
-        };
-        let q = norm_and_rotate(&q, &self.q_norm)?;
-        let k = norm_and_rotate(&k, &self.k_norm)?;
         let context = mask.attend_split(&q, &k, &v, self.heads, self.kv_heads, None)?;
         let hidden = self.o.forward_plus(&context, xs)?;
         let both = self.gate_up.forward(&self.post_attention_norm.forward(&hidden)?)?;
-        let gate = both.f_narrow(-1, 0, self.intermediate)?;
-        let up = both.f_narrow(-1, self.intermediate, self.intermediate)?;
-        let gated = self.activation.forward(&gate)?.f_mul(&up)?;
+        let gated = self.activation.forward_gated(&both)?;
         self.down.forward_plus(&gated, &hidden)
     }
 }

@@ -1,8 +1,9 @@
 // AVX-512 building blocks shared by our CPU kernels (attention.cpp,
-// layer_norm.cpp): loads and stores between the model's precision and f32
-// registers, and tail masks. Functions that use them carry DARTBOARD_AVX512 and
-// run only after `dartboard::avx512_supported()`; the rest of each file is
-// compiled for the baseline CPU.
+// layer_norm.cpp, rms_norm.cpp): loads and stores between the model's precision
+// and f32 registers, rounding to that precision in registers, and tail masks.
+// Functions that use them carry DARTBOARD_AVX512 and run only after
+// `dartboard::avx512_supported()`; the rest of each file is compiled for the
+// baseline CPU.
 
 #pragma once
 
@@ -33,6 +34,8 @@ struct Io<float> {
     return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
   }
   DARTBOARD_AVX512 static void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+  // The value an f32 tensor would hold: itself.
+  DARTBOARD_AVX512 static __m512 round(__m512 v) { return v; }
 };
 
 template <>
@@ -41,15 +44,21 @@ struct Io<c10::BFloat16> {
     __m256i raw = m == 0xffff ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskz_loadu_epi16(m, p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
   }
-  // Round to nearest even, as c10::BFloat16 does; a NaN stays a quiet NaN.
-  DARTBOARD_AVX512 static void store(c10::BFloat16* p, __m512 v, __mmask16 m) {
+  // Round to nearest even, as c10::BFloat16 does; a NaN stays a quiet NaN. The
+  // bf16 bits sit in the low half of each 32-bit lane.
+  DARTBOARD_AVX512 static __m512i to_bits(__m512 v) {
     __m512i bits = _mm512_castps_si512(v);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
     __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
     __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    rounded = _mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7fc0));
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(rounded));
+    return _mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7fc0));
   }
+  DARTBOARD_AVX512 static void store(c10::BFloat16* p, __m512 v, __mmask16 m) {
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(to_bits(v)));
+  }
+  // The value a bf16 tensor would hold, back in f32: what an aten operator on
+  // bf16 tensors leaves between two steps.
+  DARTBOARD_AVX512 static __m512 round(__m512 v) { return _mm512_castsi512_ps(_mm512_slli_epi32(to_bits(v), 16)); }
 };
 
 template <>
@@ -59,6 +68,9 @@ struct Io<c10::Half> {
   }
   DARTBOARD_AVX512 static void store(c10::Half* p, __m512 v, __mmask16 m) {
     _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  DARTBOARD_AVX512 static __m512 round(__m512 v) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 };
 
