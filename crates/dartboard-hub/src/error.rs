@@ -169,6 +169,99 @@ pub enum HubError {
         /// The commits and refs that are cached.
         cached: Vec<String>,
     },
+    /// `push` found no token (neither `HF_TOKEN` nor huggingface_hub's token file).
+    #[error("pushing needs a Hugging Face token with write access, and none is set: create one at {endpoint}/settings/tokens and set HF_TOKEN to it, or log in with `hf auth login` (which writes {})", token_file.as_ref().map_or_else(|| "the huggingface_hub token file".to_owned(), |p| p.display().to_string()))]
+    NoToken {
+        /// The Hub endpoint.
+        endpoint: String,
+        /// The token file that was looked for.
+        token_file: Option<PathBuf>,
+    },
+    /// `push` while `HF_HUB_OFFLINE` is set.
+    #[error(
+        "HF_HUB_OFFLINE is set, so nothing can be pushed: unset it for the push (HF_HUB_OFFLINE= dartboard push ...)"
+    )]
+    OfflinePush,
+    /// 401 to a request that carried a token: the Hub does not know it.
+    #[error("{endpoint} refused the token (401: {message}): it is unknown, revoked or expired; create a token with write access at {endpoint}/settings/tokens and set HF_TOKEN to it")]
+    TokenRejected {
+        /// The Hub endpoint.
+        endpoint: String,
+        /// What the Hub said.
+        message: String,
+    },
+    /// 403 to a write: the token may read but not write there.
+    #[error("the token may not write to {repo_id} (403: {message}): a read-only token cannot push; create a token with write access (or a fine-grained one allowed to write to {repo_id}) at {endpoint}/settings/tokens and set HF_TOKEN to it")]
+    WriteForbidden {
+        /// The repo pushed to.
+        repo_id: String,
+        /// The Hub endpoint.
+        endpoint: String,
+        /// What the Hub said.
+        message: String,
+    },
+    /// `push --revision` named a tag or a commit: commits go to branches only.
+    #[error("{revision:?} is a {kind} of {repo_id}, not a branch, and commits go to branches: pass --revision with a branch name (a branch that does not exist yet is created from main)")]
+    NotABranch {
+        /// The repo.
+        repo_id: String,
+        /// What was given.
+        revision: String,
+        /// `tag` or `commit`.
+        kind: &'static str,
+    },
+    /// A file of the pushed folder changed between hashing and the commit.
+    #[error("{} changed while it was being pushed ({detail}), so nothing was committed: push again once nothing writes to it", path.display())]
+    FileChanged {
+        /// The file on disk.
+        path: PathBuf,
+        /// What changed.
+        detail: String,
+    },
+    /// A file or link in a folder to push that cannot be pushed.
+    #[error("cannot push {}: {reason}", path.display())]
+    CannotPush {
+        /// The entry.
+        path: PathBuf,
+        /// What it is and what to do instead.
+        reason: String,
+    },
+    /// The branch got another commit between reading its head and committing.
+    #[error("branch {branch} of {repo_id} moved while pushing (another commit landed first), so nothing was committed: push again")]
+    BranchMoved {
+        /// The repo.
+        repo_id: String,
+        /// The branch.
+        branch: String,
+    },
+    /// After the commit, the Hub's tree does not hold a file as it was sent.
+    #[error("{repo_id} does not hold {path} as it was pushed ({detail}): the server did not store what was sent; push again, and check HF_ENDPOINT if it persists")]
+    PushNotStored {
+        /// The repo.
+        repo_id: String,
+        /// The file in the repo.
+        path: String,
+        /// The commit read back, and the hashes listed and sent.
+        detail: String,
+    },
+    /// The server accepts large files only through Xet.
+    #[error("{endpoint} takes large files only through Xet, which `dartboard push` does not speak: push to an endpoint that accepts Git LFS uploads, or upload with huggingface_hub (`hf upload`, with hf_xet installed)")]
+    XetOnly {
+        /// The Hub endpoint.
+        endpoint: String,
+    },
+    /// Any other refusal of a push step, with the server's reason.
+    #[error("{endpoint} refused to {action} (HTTP {status}: {message}): fix what it names and push again")]
+    PushRejected {
+        /// The Hub endpoint.
+        endpoint: String,
+        /// The step (`create {repo}`, `commit to {repo}@{branch}`, ...).
+        action: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the server said.
+        message: String,
+    },
 }
 
 impl HubError {

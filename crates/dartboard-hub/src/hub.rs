@@ -85,7 +85,7 @@ impl ModelHub {
     /// refused. A snapshot in the Hugging Face cache only counts when it is a
     /// sentence-transformers model (has `modules.json`): `transformers` fills that
     /// cache with the bare checkpoint, which would load with the wrong pooling.
-    fn cached(&self, model: &ModelRef) -> Result<Option<ModelFiles>, HubError> {
+    pub(crate) fn cached(&self, model: &ModelRef) -> Result<Option<ModelFiles>, HubError> {
         match self.store.resolve(model) {
             Ok(files) => return Ok(Some(files)),
             Err(HubError::NotCached { .. } | HubError::MissingFiles { .. }) => {}
@@ -101,7 +101,7 @@ impl ModelHub {
         Ok(None)
     }
 
-    fn not_cached(&self, repo_id: &str, revision: &str) -> HubError {
+    pub(crate) fn not_cached(&self, repo_id: &str, revision: &str) -> HubError {
         HubError::NotCached {
             repo_id: repo_id.to_owned(),
             revision: revision.to_owned(),

@@ -14,6 +14,8 @@
 //!   [`ModelStore::import_dir`] places a directory of files into it as a given
 //!   repo and revision, the way a download would.
 //! - [`ModelFiles`] is the result: a checked directory holding a loadable model.
+//! - [`ModelHub::push`] is the other direction: a model folder or a cached model
+//!   committed to a Hub repository (`dartboard push`).
 //!
 //! This crate never reads tensors; it only deals in files.
 //!
@@ -35,6 +37,7 @@ mod hash;
 mod hub;
 mod model_ref;
 pub mod progress;
+mod push;
 mod remote;
 mod store;
 
@@ -45,5 +48,6 @@ pub use files::ModelFiles;
 pub use hash::{git_blob_sha1, sha256_file};
 pub use hub::ModelHub;
 pub use model_ref::ModelRef;
+pub use push::{PushOptions, Pushed};
 pub use remote::{HubConfig, RemoteFile};
 pub use store::{content_commit, ModelStore};

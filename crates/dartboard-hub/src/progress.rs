@@ -1,5 +1,5 @@
-//! Download progress: a callback trait, and the console rendering the binaries use
-//! (an indicatif bar per file on a terminal, plain log lines otherwise).
+//! Download (and upload) progress: a callback trait, and the console rendering the
+//! binaries use (an indicatif bar per file on a terminal, plain log lines otherwise).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -26,13 +26,30 @@ impl Progress for NoProgress {}
 /// (Docker build logs, CI).
 pub struct ConsoleProgress {
     bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+    words: Words,
+}
+
+/// What the plain lines say: (starting, nothing to do, done).
+struct Words {
+    started: &'static str,
+    skipped: &'static str,
+    finished: &'static str,
 }
 
 impl ConsoleProgress {
     /// Chooses bars or lines from whether stderr is a terminal.
     pub fn new() -> Self {
+        Self::with_words(Words { started: "downloading", skipped: "cached     ", finished: "verified   " })
+    }
+
+    /// The same for `dartboard push`: "nothing to do" is a file the server already has.
+    pub fn uploads() -> Self {
+        Self::with_words(Words { started: "uploading", skipped: "on server  ", finished: "uploaded   " })
+    }
+
+    fn with_words(words: Words) -> Self {
         let bars = std::io::stderr().is_terminal().then(|| (MultiProgress::new(), Mutex::new(HashMap::new())));
-        ConsoleProgress { bars }
+        ConsoleProgress { bars, words }
     }
 }
 
@@ -53,10 +70,15 @@ impl Progress for ConsoleProgress {
                 );
                 bar.set_message(path.to_owned());
                 bar.set_position(resumed_from);
-                bars.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), bar);
+                // A file started again (a retried upload) replaces its bar.
+                if let Some(old) = bars.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), bar) {
+                    old.finish_and_clear();
+                }
             }
-            None if resumed_from > 0 => eprintln!("downloading {path} ({size} bytes, resuming at {resumed_from})"),
-            None => eprintln!("downloading {path} ({size} bytes)"),
+            None if resumed_from > 0 => {
+                eprintln!("{} {path} ({size} bytes, resuming at {resumed_from})", self.words.started)
+            }
+            None => eprintln!("{} {path} ({size} bytes)", self.words.started),
         }
     }
 
@@ -75,8 +97,8 @@ impl Progress for ConsoleProgress {
                     bar.finish();
                 }
             }
-            None if already_cached => eprintln!("cached      {path}"),
-            None => eprintln!("verified    {path}"),
+            None if already_cached => eprintln!("{} {path}", self.words.skipped),
+            None => eprintln!("{} {path}", self.words.finished),
         }
     }
 }

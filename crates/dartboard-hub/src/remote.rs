@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,8 +26,11 @@ use crate::HubError;
 pub struct HubConfig {
     /// Base URL (`HF_ENDPOINT`, default `https://huggingface.co`).
     pub endpoint: String,
-    /// `HF_TOKEN`. Never printed: `Debug` redacts it.
+    /// `HF_TOKEN`, else the huggingface_hub token file. Never printed: `Debug` redacts it.
     token: Option<String>,
+    /// Where huggingface_hub keeps the token `hf auth login` writes (named in the
+    /// message when a push finds no token).
+    token_file: Option<PathBuf>,
     /// `HF_HUB_OFFLINE`: no network request is made at all.
     pub offline: bool,
     /// Attempts per request and per file body before giving up.
@@ -40,6 +44,7 @@ impl fmt::Debug for HubConfig {
         f.debug_struct("HubConfig")
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .field("offline", &self.offline)
             .field("max_attempts", &self.max_attempts)
             .finish()
@@ -51,6 +56,7 @@ impl Default for HubConfig {
         HubConfig {
             endpoint: "https://huggingface.co".to_owned(),
             token: None,
+            token_file: None,
             offline: false,
             max_attempts: 5,
             base_delay: Duration::from_millis(250),
@@ -59,19 +65,27 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
-    /// Reads `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` from the process.
+    /// Reads `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` from the process; without
+    /// `HF_TOKEN`, the token comes from huggingface_hub's token file (see
+    /// [`HubConfig::from_lookup`]).
     pub fn from_env() -> Self {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Reads the same variables through `lookup` (for tests).
+    /// Reads the same variables through `lookup` (for tests). The token is, as
+    /// huggingface_hub finds it: `HF_TOKEN`, else `HUGGING_FACE_HUB_TOKEN`, else the
+    /// file `HF_TOKEN_PATH`, else `$HF_HOME/token`, else
+    /// `${XDG_CACHE_HOME:-$HOME/.cache}/huggingface/token` (what `hf auth login` writes).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let set = |k: &str| lookup(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let mut config = HubConfig::default();
         if let Some(endpoint) = set("HF_ENDPOINT") {
             config.endpoint = endpoint.trim_end_matches('/').to_owned();
         }
-        config.token = set("HF_TOKEN");
+        config.token_file = token_file(&set);
+        config.token = set("HF_TOKEN")
+            .or_else(|| set("HUGGING_FACE_HUB_TOKEN"))
+            .or_else(|| config.token_file.as_deref().and_then(read_token_file));
         // huggingface_hub's truthy spellings.
         config.offline = set("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
@@ -106,6 +120,45 @@ impl HubConfig {
     /// Whether a token is configured (the token itself is never exposed).
     pub fn has_token(&self) -> bool {
         self.token.is_some()
+    }
+
+    /// The token, for the requests of this crate only.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The token file huggingface_hub would read, whether or not it exists.
+    pub(crate) fn token_file(&self) -> Option<&Path> {
+        self.token_file.as_deref()
+    }
+}
+
+/// huggingface_hub's `HF_TOKEN_PATH`: the variable, else `$HF_HOME/token`, where
+/// `HF_HOME` defaults to `${XDG_CACHE_HOME:-$HOME/.cache}/huggingface`.
+fn token_file(set: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(path) = set("HF_TOKEN_PATH") {
+        return Some(PathBuf::from(path));
+    }
+    let hf_home = set("HF_HOME").map(PathBuf::from).or_else(|| {
+        let cache =
+            set("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache")));
+        cache.map(|c| c.join("huggingface"))
+    })?;
+    Some(hf_home.join("token"))
+}
+
+/// The token in a token file, cleaned as huggingface_hub cleans it (line breaks and
+/// surrounding blanks dropped). A missing file is no token; one that cannot be read
+/// (a FIFO, too large, not UTF-8) is no token either, with a warning naming it, so
+/// a stray file never blocks a download.
+fn read_token_file(path: &Path) -> Option<String> {
+    match dartboard_fs::read_to_string_capped(path, dartboard_fs::limits::SETTINGS) {
+        Ok(text) => Some(text.replace(['\r', '\n'], "").trim().to_owned()).filter(|t| !t.is_empty()),
+        Err(dartboard_fs::FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring the token file: {}", error_chain(&e));
+            None
+        }
     }
 }
 
@@ -397,5 +450,36 @@ mod tests {
         assert!(!format!("{config:?}").contains("hf_secret_value"));
         assert!(!HubConfig::from_lookup(|k| (k == "HF_HUB_OFFLINE").then(|| "0".to_owned())).offline);
         assert!(matches!(Remote::new(&config), Err(HubError::Offline)));
+    }
+
+    #[test]
+    fn token_from_the_environment_else_huggingface_hubs_token_file() {
+        let home = tempfile::tempdir().unwrap();
+        let file = home.path().join(".cache/huggingface/token");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "hf_from_file\n").unwrap();
+        let home_str = home.path().to_str().unwrap().to_owned();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let from_file = HubConfig::from_lookup(env(vec![("HOME", home_str.clone())]));
+        assert_eq!(from_file.token(), Some("hf_from_file"));
+        assert_eq!(from_file.token_file(), Some(file.as_path()));
+        let from_env = HubConfig::from_lookup(env(vec![("HOME", home_str.clone()), ("HF_TOKEN", "hf_env".into())]));
+        assert_eq!(from_env.token(), Some("hf_env"));
+        // HF_TOKEN_PATH and HF_HOME move the file; a missing one is no token.
+        let elsewhere = home.path().join("elsewhere");
+        let moved =
+            HubConfig::from_lookup(env(vec![("HOME", home_str.clone()), ("HF_HOME", elsewhere.display().to_string())]));
+        assert_eq!((moved.token(), moved.token_file()), (None, Some(elsewhere.join("token").as_path())));
+        let path = HubConfig::from_lookup(env(vec![("HF_TOKEN_PATH", file.display().to_string())]));
+        assert_eq!(path.token(), Some("hf_from_file"));
+        // A FIFO there is not read (it would block): no token, no hang.
+        let fifo = home.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert_eq!(HubConfig::from_lookup(env(vec![("HF_TOKEN_PATH", fifo.display().to_string())])).token(), None);
+        assert!(!format!("{from_file:?}").contains("hf_from_file"));
     }
 }
