@@ -8,6 +8,7 @@ mod cache;
 mod demo;
 mod embed;
 mod files;
+mod push;
 mod rerank;
 mod serve;
 
@@ -47,6 +48,8 @@ enum Command {
     /// Inspect and manage the model cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Upload a model folder, or mirror a cached model, to a Hub repository (HF_ENDPOINT).
+    Push(push::PushArgs),
 }
 
 /// Flags shared by every command that loads a model; each beats its environment
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Prefetch(args) => cache::prefetch(args),
         Command::Cache(command) => cache::run(command),
+        Command::Push(args) => push::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
