@@ -418,6 +418,32 @@ fn the_library_reports_what_it_did_and_typed_errors() {
 }
 
 #[test]
+fn the_login_token_file_is_used_and_git_and_cache_folders_are_not_pushed() {
+    let stub = stub();
+    let copy = tiny_copy();
+    for (path, text) in
+        [(".git/HEAD", "ref: refs/heads/main"), (".cache/huggingface/upload/x.lock", ""), ("1_Pooling/.git/config", "")]
+    {
+        let path = copy.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    // What `hf auth login` writes, and no HF_TOKEN.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("token"), format!("{WRITE}\n")).unwrap();
+    let mut cmd = dartboard_online(&stub.endpoint());
+    cmd.env("HF_HOME", home.path()).env_remove("HF_TOKEN").arg("push").arg(copy.path()).arg("acme/from-login");
+    let r = run_within(&mut cmd, LIMIT);
+    assert!(r.ok, "{}", r.stderr);
+    let paths = &stub.commits()[0].paths;
+    assert!(paths.iter().all(|p| !p.contains(".git") && !p.contains(".cache")), "{paths:?}");
+    assert_eq!(paths.len(), files_of(&tiny_model()).len(), "{paths:?}");
+    // Progress on a pipe: one line per large file, no bars.
+    assert!(r.stderr.contains("uploading model.safetensors (4049552 bytes)"), "{}", r.stderr);
+    assert!(stub.requests().iter().all(|q| q.authorization.as_deref().is_none_or(|a| a == format!("Bearer {WRITE}"))));
+}
+
+#[test]
 fn help_names_the_arguments() {
     let r = run_within(dartboard_online("http://127.0.0.1:9").args(["push", "--help"]), LIMIT);
     assert!(r.ok, "{}", r.stderr);
