@@ -1,6 +1,6 @@
 //! From the user's spelling of a device and precision to tch's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use dartboard_config::{DType, DeviceSpec};
@@ -48,7 +48,8 @@ fn explain_backend_error(why: &str) -> String {
     if why.contains("cannot open shared object file") {
         format!(
             "libtorch's CUDA backend could not be loaded because the CUDA libraries are not installed ({why}); \
-             run `cargo xtask setup --cuda` to install them, or use --device cpu (EMBEDDING_DEVICE=cpu) or auto"
+             run `cargo xtask setup --cuda` to install them (with the Python wheel: `pip install torch==2.13.0` \
+             with its CUDA packages), or use --device cpu (EMBEDDING_DEVICE=cpu) or auto"
         )
     } else {
         format!(
@@ -70,10 +71,14 @@ fn load_cuda_backend() -> Result<(), String> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let path = Path::new(LIBTORCH_LIB_DIR).join("libtorch_cuda.so");
-            if !path.is_file() {
-                return Err(format!("{} does not exist: this libtorch is CPU-only", path.display()));
-            }
+            // Beside the libtorch this process runs on: from the Python wheel that is the
+            // user's installed torch, not the one the wheel was built against.
+            let dirs: Vec<PathBuf> =
+                loaded_libtorch_dir().into_iter().chain([PathBuf::from(LIBTORCH_LIB_DIR)]).collect();
+            let Some(path) = dirs.iter().map(|d| d.join("libtorch_cuda.so")).find(|p| p.is_file()) else {
+                let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                return Err(format!("libtorch_cuda.so is not in {}: this libtorch is CPU-only", looked.join(" or ")));
+            };
             let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL;
             // SAFETY: loading libtorch's own CUDA library runs its static
             // initialisers, which only register kernels with the libtorch already
@@ -87,6 +92,20 @@ fn load_cuda_backend() -> Result<(), String> {
             }
         })
         .clone()
+}
+
+/// The `lib/` directory of the `libtorch_cpu.so` this process has loaded, read from
+/// `/proc/self/maps`. It differs from [`LIBTORCH_LIB_DIR`] when the binary was moved
+/// to another libtorch: the Python wheel finds the user's torch through its RUNPATH,
+/// a container image copies the libraries elsewhere.
+fn loaded_libtorch_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(Path::new)
+        .find(|path| path.file_name().is_some_and(|name| name == "libtorch_cpu.so"))
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
 }
 
 /// tch's tensor kind for a compute precision.
@@ -111,6 +130,17 @@ pub fn device_name(device: Device) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cuda_backend_is_looked_for_beside_the_loaded_libtorch() {
+        // Something from libtorch runs first, so it is certainly mapped.
+        let _ = tch::Tensor::from_slice(&[1.0f32]).sum(tch::Kind::Float);
+        let dir = loaded_libtorch_dir().expect("libtorch_cpu.so is mapped into a test process");
+        assert!(dir.join("libtorch_cpu.so").is_file(), "{}", dir.display());
+        // Here the binary runs on the libtorch it was built against.
+        let same = |p: &Path| p.canonicalize().ok();
+        assert_eq!(same(&dir), same(Path::new(LIBTORCH_LIB_DIR)));
+    }
 
     #[test]
     fn a_missing_cuda_library_names_the_setup_step() {
