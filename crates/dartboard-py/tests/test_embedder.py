@@ -46,6 +46,23 @@ def test_embedder_equals_the_cli(minilm, sts_texts, dartboard_bin):
     np.testing.assert_allclose(got, cli, rtol=0, atol=1e-7)
 
 
+def test_a_model_name_resolves_in_the_cache_the_cli_and_sentence_transformers_share(minilm, sts_texts):
+    """By name, with the Hub out of reach, the model comes from the one cache the CLI
+    and Python sentence-transformers read (SENTENCE_TRANSFORMERS_HOME, hub layout),
+    where `cargo xtask setup` put it."""
+    from sentence_transformers import SentenceTransformer
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    cache = os.environ["SENTENCE_TRANSFORMERS_HOME"]
+    assert os.path.commonpath([str(minilm), cache]) == os.path.normpath(cache), (minilm, cache)
+    texts = sts_texts[:32]
+    by_name = dartboard.Embedder("all-MiniLM-L6-v2").encode(texts)
+    by_dir = dartboard.Embedder(str(minilm)).encode(texts)
+    np.testing.assert_allclose(by_name, by_dir, rtol=0, atol=1e-7)
+    theirs = SentenceTransformer("all-MiniLM-L6-v2", device="cpu").encode(texts)
+    assert min_cosine(by_name, theirs) >= 0.99999
+
+
 def test_truncate_dim_keeps_the_leading_columns(tiny):
     model = dartboard.Embedder(str(tiny / "bert_mean_norm"))
     texts = ["a first text", "and a second, longer one"]
@@ -98,11 +115,18 @@ def test_errors_are_python_exceptions_with_the_rust_message(tmp_path, tiny):
         model.encode(["x" * ((1 << 20) + 1)])
 
 
-def test_embedder_reads_the_cli_environment(tiny, monkeypatch):
+def test_embedder_reads_the_cli_environment(tiny, monkeypatch, tmp_path):
+    # The CLI's order: arguments over EMBEDDING_* over dartboard.toml.
+    config = tmp_path / "dartboard.toml"
+    config.write_text(f'model = "{tiny / "bert_mean_norm"}"\nbatch_size = 5\n')
+    monkeypatch.setenv("DARTBOARD_CONFIG", str(config))
+    model = dartboard.Embedder()
+    assert model.model == str(tiny / "bert_mean_norm") and model.batch_size == 5
     monkeypatch.setenv("EMBEDDING_MODEL", str(tiny / "bert_mean_norm"))
     monkeypatch.setenv("EMBEDDING_BATCH_SIZE", "3")
     model = dartboard.Embedder()
     assert model.model == str(tiny / "bert_mean_norm") and model.batch_size == 3
+    assert dartboard.Embedder(batch_size=4).batch_size == 4
     monkeypatch.setenv("EMBEDDING_DTYPE", "f64")
     with pytest.raises(dartboard.DartboardError, match="EMBEDDING_DTYPE"):
         dartboard.Embedder()

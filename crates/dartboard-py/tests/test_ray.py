@@ -3,6 +3,15 @@ that all work runs on three one-CPU workers), embedding 3,000 rows from Parquet 
 a tiny model: spread over nodes, through a killed actor and a removed node, and a
 negative control that must fail with fault tolerance off.
 
+The faults are injected by an embedding actor into itself, through dartboard.ray's
+test-only hook (``DARTBOARD_RAY_TEST_FAULT``): the first actor to reach its
+``FAULT_AT``-th batch, with that batch embedded but not yet returned, is killed or
+held while its node is removed. A fault sent from outside when some output has
+arrived could hit an actor that happens to be idle, which loses nothing, so the
+negative control would pass or fail by timing; from inside, every run hits an
+actor in the middle of a task, and the positive tests and the control inject the
+very same fault.
+
 The tests share one cluster and run in file order (the node removal last, since it
 leaves the cluster a node short). Each has a hard timeout (``deadline``).
 """
@@ -14,8 +23,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +41,9 @@ RAY_BATCH = 20
 MODEL = "bert_mean_norm"
 # Seconds each test may take (cluster start-up included for the first).
 TIMEOUT = 240
+# The fault fires in the first actor to reach its 3rd batch: early in its first
+# task of five batches, with some 140 of the job's 150 batches still to come.
+FAULT_AT = 3
 
 
 @pytest.fixture
@@ -84,6 +96,10 @@ def cluster():
     # inside ours (the workers inherit the variable).
     os.environ["RAY_TMPDIR"] = temp_dir
     os.makedirs(os.path.join(temp_dir, "ray"), exist_ok=True)
+    # Every actor looks for an armed fault here (the nodes' processes inherit the
+    # variable); only the tests that inject one arm it (Fault).
+    fault_file = os.path.join(temp_dir, "fault")
+    os.environ[dartboard.ray.TEST_FAULT_ENV] = fault_file
     small = dict(object_store_memory=80 << 20)
     cluster = Cluster(
         initialize_head=True,
@@ -93,67 +109,114 @@ def cluster():
     ray.init(address=cluster.address, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    # Blocks leave as they finish, so the first output comes after the first block,
-    # whichever it is, and a fault injected then lands with most blocks still to do
-    # on both actors. (In input order, block 0 may finish last and hold back every
-    # other output until the work is nearly done.)
+    # Blocks leave as they finish (the checks compare rows by id), so a held or
+    # retried block never holds back the others' output.
     context.execution_options.preserve_order = False
     # Work starts once both actors have loaded the model; otherwise the first one
     # up can finish this small job alone while the second is still loading.
     context.wait_for_min_actors_s = TIMEOUT
     try:
-        yield {"cluster": cluster, "workers": workers}
+        yield {"cluster": cluster, "workers": workers, "fault_file": fault_file}
     finally:
         ray.shutdown()
         cluster.shutdown()
+        os.environ.pop(dartboard.ray.TEST_FAULT_ENV, None)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+class Fault:
+    """One fault, armed for one job: the first embedding actor to reach its
+    FAULT_AT-th batch injects it into itself while that batch is embedded but not
+    returned (dartboard.ray's test hook). "kill": the actor SIGKILLs itself. "hold":
+    the actor waits while `on_hold(record)` runs here, in a thread, then goes on.
+    `record` is what the actor wrote about itself (actor_id, node_id, pid, batch)."""
+
+    def __init__(self, cluster, action, on_hold=None):
+        self.path = cluster["fault_file"]
+        self.action = action
+        self.on_hold = on_hold
+        self.record = None
+        self._error = None
+        self._stop = threading.Event()
+        self._watcher = None
+
+    def __enter__(self):
+        for leftover in (self.path, self.path + ".fired", self.path + ".released"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        # Armed whole (write, then rename), so that no actor reads half of it.
+        with open(self.path + ".tmp", "w") as f:
+            f.write(f"{self.action} {FAULT_AT}\n")
+        os.replace(self.path + ".tmp", self.path)
+        if self.on_hold is not None:
+            self._watcher = threading.Thread(target=self._watch, daemon=True)
+            self._watcher.start()
+        return self
+
+    def _watch(self):
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                record = self._read()
+                if record is not None:
+                    self.on_hold(record)
+                    return
+                time.sleep(0.01)
+        except BaseException as e:  # handed to the test's thread in __exit__
+            self._error = e
+        finally:
+            # Let the held actor go on (if it still exists) whatever happened here.
+            with open(self.path + ".released", "w"):
+                pass
+
+    def _read(self):
+        try:
+            with open(self.path + ".fired") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+        # Disarmed, so that a fault that never fired cannot fire in a later job.
+        if os.path.exists(self.path):
+            os.remove(self.path)
+        self.record = self._read()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+        return False
+
+
 def run_job(corpus, fault=None, **options):
-    """Embeds the corpus, consuming the output as it streams out; `fault` runs on a
-    live embedding actor as soon as the first output batch has arrived, with the
-    rest of the job still to do. Returns the output table, what the fault did, and
-    the seconds the job took."""
+    """Embeds the corpus, consuming the output as it streams out, with `fault` (a
+    Fault) armed for this job. Returns the output table and the seconds the job
+    took."""
+    import contextlib
+
     import ray
 
     # 30 blocks of 100 rows, all read before embedding starts, so both actors have
     # work from the start (Ray reads these small files as one block, and streamed
     # reads would trickle in slower than the tiny model embeds).
     ds = ray.data.read_parquet(str(corpus["dir"])).repartition(FILES).materialize()
-    # One text per forward pass: about 1 ms a row, so the job runs for seconds and
-    # a fault injected after its first output lands with most of the rows ahead.
+    # One text per forward pass: about 1 ms a row, so the job runs for seconds, and
+    # a row's vector depends on its text alone, whichever batch it was in.
     options.setdefault("encode_batch_size", 1)
     ds = dartboard.ray.embed(
         ds, model=corpus["model"], concurrency=2, batch_size=RAY_BATCH, node_column="node", **options
     )
-    # Actors of earlier jobs that Ray has not reaped yet are not this job's.
-    earlier = {a["id"] for a in live_embed_actors()}
-    injected, parts = {}, []
+    parts = []
     started = time.monotonic()
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        parts.append(batch)
-        if fault is not None and not injected:
-            actors = [a for a in live_embed_actors() if a["id"] not in earlier]
-            assert actors, "no live embedding actor to inject the fault into"
-            injected["rows_before"] = sum(len(p) for p in parts)
-            injected["actor"] = actors[0]
-            fault(actors[0])
+    with fault or contextlib.nullcontext():
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            parts.append(batch)
     seconds = time.monotonic() - started
     if fault is not None:
-        assert injected, "the job produced no output to inject the fault after"
-        # The fault came with most of the job still ahead.
-        assert injected["rows_before"] < ROWS // 2, injected
-    return pa.concat_tables(parts), injected, seconds
-
-
-def live_embed_actors():
-    from ray._private import state
-
-    return [
-        {"id": actor_id, "pid": a["Pid"], "node": a["Address"]["NodeID"]}
-        for actor_id, a in state.actors().items()
-        if "EmbedBatch" in a["ActorClassName"] and a["State"] == "ALIVE" and a["Pid"]
-    ]
+        assert fault.record is not None, f"no actor reached its batch {FAULT_AT}: the fault never fired"
+        assert fault.record["batch"] == FAULT_AT, fault.record
+    return pa.concat_tables(parts), seconds
 
 
 def restarts_of(actor_id):
@@ -184,8 +247,7 @@ def check_rows(table, corpus, exact=None):
 
 @pytest.fixture(scope="module")
 def clean_run(cluster, corpus):
-    table, _, seconds = run_job(corpus)
-    return table, seconds
+    return run_job(corpus)
 
 
 def same_output(table, clean):
@@ -197,10 +259,6 @@ def same_output(table, clean):
         np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
         np.stack(clean.column("embedding").to_numpy(zero_copy_only=False)),
     )
-
-
-def kill(actor):
-    os.kill(actor["pid"], signal.SIGKILL)
 
 
 def test_rows_spread_over_nodes_and_match_one_process(clean_run, corpus, deadline):
@@ -235,21 +293,27 @@ def test_ray_embed_reads_and_writes_parquet(cluster, corpus, tmp_path, deadline)
     assert again.returncode != 0 and "is not empty" in again.stderr
 
 
-def test_a_killed_actor_is_restarted_and_the_job_completes(clean_run, corpus, deadline):
-    table, injected, _ = run_job(corpus, fault=kill)
-    assert restarts_of(injected["actor"]["id"]) >= 1, "Ray did not restart the killed actor"
+def test_a_killed_actor_is_restarted_and_the_job_completes(clean_run, cluster, corpus, deadline):
+    fault = Fault(cluster, "kill")
+    table, seconds = run_job(corpus, fault=fault)
+    restarts = restarts_of(fault.record["actor_id"])
+    assert restarts >= 1, "Ray did not restart the killed actor"
     check_rows(table, corpus)
     same_output(table, clean_run[0])
+    print(f"\nkill: actor {fault.record['actor_id']} killed itself in its batch {fault.record['batch']}; "
+          f"restarted {restarts}x; the job completed in {seconds:.1f} s")
 
 
-def test_without_restarts_a_killed_actor_fails_the_job(clean_run, corpus, deadline):
-    """The negative control: the same fault with restarts and retries off must fail
-    the job, because of the dead actor; so the test above shows that restarts and
-    retries are what carried the job through it."""
+def test_without_restarts_a_killed_actor_fails_the_job(clean_run, cluster, corpus, deadline):
+    """The negative control: the same fault as the test above, with restarts and
+    retries off, must fail the job because that actor died; so the test above shows
+    that restarts and retries are what carried the job through it."""
     import ray
 
+    fault = Fault(cluster, "kill")
     with pytest.raises(Exception) as failure:
-        run_job(corpus, fault=kill, max_restarts=0, max_task_retries=0)
+        run_job(corpus, fault=fault, max_restarts=0, max_task_retries=0)
+    assert fault.record is not None, f"the job failed before the fault fired: {failure.value!r}"
     chain, err = [], failure.value
     while err is not None and len(chain) < 20:
         chain.append(err)
@@ -258,20 +322,31 @@ def test_without_restarts_a_killed_actor_fails_the_job(clean_run, corpus, deadli
         e for e in chain if "ActorDiedError" in str(e) or "actor died" in str(e).lower()
     ]
     assert died, f"the job failed, but not because the actor died: {failure.value!r}"
+    killed = fault.record["actor_id"]
+    assert any(getattr(e, "actor_id", None) == killed or killed in str(e) for e in died), (
+        f"the job failed because of another actor than the killed one ({killed}): {died[0]!r}"
+    )
+    print(f"\nno restarts: the job failed with {type(died[0]).__name__} for actor {killed}")
 
 
 def test_a_removed_node_costs_no_rows(clean_run, cluster, corpus, deadline):
+    """The node of an actor that is holding a batch it has embedded but not
+    returned is removed (all its processes killed at once), mid-job."""
     import ray
 
     removed = {}
 
-    def remove(actor):
-        node = next(n for n in cluster["workers"] if n.node_id == actor["node"])
+    def remove(record):
+        node = next(n for n in cluster["workers"] if n.node_id == record["node_id"])
         removed["node"] = node.node_id
         cluster["cluster"].remove_node(node, allow_graceful=False)
 
-    table, injected, _ = run_job(corpus, fault=remove)
+    fault = Fault(cluster, "hold", on_hold=remove)
+    table, seconds = run_job(corpus, fault=fault)
+    assert removed, "the node was not removed"
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert removed["node"] not in alive, "the node was not removed"
     check_rows(table, corpus)
     same_output(table, clean_run[0])
+    print(f"\nnode {removed['node'][:12]} removed while its actor held its batch {fault.record['batch']}; "
+          f"the job completed in {seconds:.1f} s")

@@ -15,6 +15,10 @@ together), and with ``preserve_order`` (set by ``python -m dartboard.ray_embed``
 the rows come out in input order.
 """
 
+import json
+import os
+import signal
+import time
 import warnings
 from typing import Any, Dict, Optional
 
@@ -23,6 +27,21 @@ import numpy as np
 # Rows per map_batches batch: large enough that Ray's per-batch overhead is small
 # next to the model, small enough that a retried batch is cheap.
 DEFAULT_BATCH_SIZE = 256
+
+# Test-only fault injection, used by crates/dartboard-py/tests/test_ray.py and by
+# nothing else. A fault injected from outside (a SIGKILL sent when the job's first
+# output arrives) may hit an actor that happens to be idle, and then the job has
+# nothing to lose; injected by the actor itself, inside a batch, it always lands on
+# work that has not been returned yet. When an actor's environment names a file in
+# this variable and that file exists, holding "kill N" or "hold N", the first actor
+# to reach its N-th batch claims the file (deletes it: exactly one actor wins),
+# records itself in FILE.fired (JSON: actor_id, pid, node_id, batch), and then,
+# with that batch embedded but not returned, either SIGKILLs itself ("kill") or
+# waits until FILE.released exists ("hold", at most HOLD_SECONDS) so that the test
+# can take its node away. Unset, as anywhere but in that test, it costs one
+# environment lookup per actor.
+TEST_FAULT_ENV = "DARTBOARD_RAY_TEST_FAULT"
+HOLD_SECONDS = 120.0
 
 
 class EmbedBatch:
@@ -55,6 +74,8 @@ class EmbedBatch:
             import ray
 
             self._node_id = ray.get_runtime_context().get_node_id()
+        self._batches = 0
+        self._test_fault = os.environ.get(TEST_FAULT_ENV) or None
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         texts = batch[self._text_column]
@@ -69,7 +90,49 @@ class EmbedBatch:
         batch[self._output_column] = vectors
         if self._node_column is not None:
             batch[self._node_column] = np.array([self._node_id] * len(texts), dtype=object)
+        self._batches += 1
+        if self._test_fault is not None:
+            _inject_test_fault(self._test_fault, self._batches)
         return batch
+
+
+def _inject_test_fault(path: str, batches: int) -> None:
+    """The fault of ``TEST_FAULT_ENV`` (test-only), if armed and due at this actor's
+    ``batches``-th batch and no other actor has claimed it."""
+    try:
+        with open(path) as f:
+            armed = f.read()
+    except FileNotFoundError:
+        return  # not armed
+    action, _, at = armed.strip().partition(" ")
+    if action not in ("kill", "hold") or not at.isdigit():
+        raise ValueError(f"{path} holds {armed!r}; {TEST_FAULT_ENV} expects 'kill N' or 'hold N'")
+    if batches < int(at):
+        return
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return  # another actor claimed it first
+    import ray
+
+    context = ray.get_runtime_context()
+    record = {
+        "action": action,
+        "batch": batches,
+        "actor_id": context.get_actor_id(),
+        "node_id": context.get_node_id(),
+        "pid": os.getpid(),
+    }
+    # Written whole, then renamed, so that the test never reads half a record.
+    with open(path + ".fired.tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(path + ".fired.tmp", path + ".fired")
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hold":
+        deadline = time.monotonic() + HOLD_SECONDS
+        while not os.path.exists(path + ".released") and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def embed(
