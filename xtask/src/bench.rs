@@ -8,7 +8,9 @@
 //! - `--shapes`: only the real shapes of Qwen3-Embedding-0.6B and ModernBERT-base with
 //!   random weights (`bench/shapes.rs`); `--shape NAME` one of them;
 //! - `--serve`: only the serving run, `dartboard serve` against infinity-emb under 1
-//!   and 32 concurrent clients (`bench/serve.rs`).
+//!   and 32 concurrent clients (`bench/serve.rs`);
+//! - `--python`: only the Python wheel against sentence-transformers in one process,
+//!   and the Ray job on a local cluster (`bench/python.rs`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -21,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::{cargo, data_dir, root, run, setup};
 
+mod python;
 mod serve;
 mod shapes;
 
@@ -37,17 +40,24 @@ pub fn bench(args: &[String]) -> Result<()> {
     };
     let shapes_only = args.iter().any(|a| a == "--shapes") || shape.is_some();
     let serve_only = args.iter().any(|a| a == "--serve");
+    let python_only = args.iter().any(|a| a == "--python");
     if let Some(other) = args.iter().enumerate().find(|&(i, a)| {
-        !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes" | "--shape" | "--serve")
+        !matches!(a.as_str(), "--quick" | "--corpus" | "--shapes" | "--shape" | "--serve" | "--python")
             && (i == 0 || args[i - 1] != "--shape")
     }) {
-        bail!("unknown option {}; cargo xtask bench [--quick] [--corpus | --shapes [--shape NAME] | --serve]", other.1);
+        bail!(
+            "unknown option {}; cargo xtask bench [--quick] [--corpus | --shapes [--shape NAME] | --serve | --python]",
+            other.1
+        );
     }
-    if [corpus_only, shapes_only, serve_only].iter().filter(|&&on| on).count() > 1 {
-        bail!("--corpus, --shapes and --serve are separate runs; pick one");
+    if [corpus_only, shapes_only, serve_only, python_only].iter().filter(|&&on| on).count() > 1 {
+        bail!("--corpus, --shapes, --serve and --python are separate runs; pick one");
     }
     let env = setup::run()?;
     setup::reference_stack(&env)?;
+    if python_only {
+        return python::run(&env);
+    }
     run(cargo().args(["build", "--release", "--package", "dartboard-cli"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     let dartboard = target.join("release/dartboard");

@@ -3,7 +3,9 @@ Ray job next to one process.
 
     python crates/dartboard-py/bench/compare.py MODEL_DIR STS_TEST_CSV [--ray] [--out FILE]
 
-Run with the venv's Python after `cargo xtask wheel --install`. The texts are the
+`cargo xtask bench --python` builds and installs the wheel, runs this with `--ray`
+on the default model and writes the table in docs/scale-out.md; by hand, run it
+with the venv's Python after `cargo xtask wheel --install`. The texts are the
 sentences of STS-B test (both columns, in file order), embedded at batch 32; each
 side runs once to warm up, then three times, alternating, and the median is reported,
 with the minimum cosine of dartboard's f32 vectors against sentence-transformers'.
@@ -67,6 +69,8 @@ def one_process(model_dir, texts):
         "speedup": round(theirs_s / ours_s, 3),
         "min_cosine_f32": min_cosine(got, want),
         "torch_threads": __import__("torch").get_num_threads(),
+        "torch_version": __import__("torch").__version__,
+        "sentence_transformers_version": __import__("sentence_transformers").__version__,
     }
 
 
@@ -79,6 +83,11 @@ def ray_job(model_dir, texts):
     import dartboard.ray
 
     temp_dir = tempfile.mkdtemp(prefix="dbbench", dir="/tmp")
+    # Ray writes the cluster's address under $RAY_TMPDIR/ray (default /tmp/ray), a
+    # folder it creates only when that is also the session's: keep it inside ours
+    # (as tests/test_ray.py does), so a machine without /tmp/ray works too.
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.makedirs(os.path.join(temp_dir, "ray"))
     data = os.path.join(temp_dir, "in")
     os.makedirs(data)
     for part, rows in enumerate(np.array_split(np.arange(len(texts)), 8)):
