@@ -14,6 +14,33 @@ use crate::HubError;
 /// the server hands out (`fix_hf_endpoint_in_url`).
 const PUBLIC_HUB: &str = "https://huggingface.co";
 
+/// The most of a JSON answer that is read: the listing of a repo with 100 000 files is
+/// about 20 MB. A server that sends more is not a Hub, and must not fill the memory.
+const MAX_JSON: usize = 64 << 20;
+
+/// The most of a refusal's body kept for its message (which shows 300 characters).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The longest back-off between two attempts, whatever `base_delay` says.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long a request may take. Every request has a bound, so a server that stops
+/// answering (or answers a byte a minute) ends a push with an error, never a hang.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// No byte received (and, for uploads, no byte of the body accepted) for this
+    /// long: the attempt failed.
+    pub(crate) idle: Duration,
+    /// The whole of any request but an upload's body (those can take hours on a slow
+    /// line; `idle` bounds them).
+    pub(crate) request: Duration,
+}
+
+impl Timeouts {
+    /// The Hub answers even a large commit well within these.
+    pub(crate) const DEFAULT: Timeouts = Timeouts { idle: Duration::from_secs(300), request: Duration::from_secs(600) };
+}
+
 /// How one attempt of a request ended, for the retry loop.
 pub(crate) enum Attempt {
     /// An answer to act on (any status but 5xx and 429).
@@ -28,23 +55,31 @@ pub(crate) struct Client {
     pub(crate) config: HubConfig,
     token: String,
     pub(crate) repo_id: String,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl Client {
     pub(crate) fn new(config: &HubConfig, token: &str, repo_id: &str) -> Result<Self, HubError> {
+        Self::with_timeouts(config, token, repo_id, Timeouts::DEFAULT)
+    }
+
+    pub(crate) fn with_timeouts(
+        config: &HubConfig,
+        token: &str,
+        repo_id: &str,
+        timeouts: Timeouts,
+    ) -> Result<Self, HubError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("dartboard-rs/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(20))
-            // A server that stops answering must not hang a push (or a CI job)
-            // forever; the Hub answers even a large commit well within this.
-            .read_timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(20).min(timeouts.request))
+            .read_timeout(timeouts.idle)
             .build()
             .map_err(|e| HubError::Unreachable { endpoint: config.endpoint.clone(), reason: error_chain(&e) })?;
         Url::parse(&config.endpoint).map_err(|_| HubError::NotAHub {
             endpoint: config.endpoint.clone(),
             detail: "HF_ENDPOINT is not a valid URL".to_owned(),
         })?;
-        Ok(Client { http, config: config.clone(), token: token.to_owned(), repo_id: repo_id.to_owned() })
+        Ok(Client { http, config: config.clone(), token: token.to_owned(), repo_id: repo_id.to_owned(), timeouts })
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -91,6 +126,13 @@ impl Client {
         request.bearer_auth(&self.token)
     }
 
+    /// Whether `url` is on the endpoint (same scheme, host and port): only there may
+    /// the token go. Upload hosts the server names elsewhere get only the headers the
+    /// batch answer gave for them, as huggingface_hub sends them.
+    pub(crate) fn on_endpoint(&self, url: &Url) -> bool {
+        Url::parse(&self.config.endpoint).is_ok_and(|endpoint| endpoint.origin() == url.origin())
+    }
+
     /// Sends one attempt and sorts the outcome.
     pub(crate) async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
         match request.send().await {
@@ -114,7 +156,7 @@ impl Client {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
-            match self.attempt(build()?).await {
+            match self.attempt(build()?.timeout(self.timeouts.request)).await {
                 Attempt::Answer(r) => return Ok(r),
                 Attempt::Retry(why) => {
                     tracing::warn!(attempt = attempt + 1, "request failed ({why}); retrying");
@@ -135,7 +177,7 @@ impl Client {
     }
 
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        self.config.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1).min(6))
+        self.config.base_delay.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(MAX_BACKOFF)
     }
 
     pub(crate) fn not_a_hub(&self, detail: &str) -> HubError {
@@ -148,7 +190,12 @@ impl Client {
         response: Response,
         what: &str,
     ) -> Result<T, HubError> {
-        let bytes = response.bytes().await.map_err(|e| self.not_a_hub(&format!("{what}: {}", error_chain(&e))))?;
+        let (bytes, complete) = read_capped(response, MAX_JSON)
+            .await
+            .map_err(|e| self.not_a_hub(&format!("{what}: {}", error_chain(&e))))?;
+        if !complete {
+            return Err(self.not_a_hub(&format!("{what} is larger than {} MiB", MAX_JSON >> 20)));
+        }
         serde_json::from_slice(&bytes).map_err(|_| self.not_a_hub(&format!("{what} is not the Hub's JSON")))
     }
 
@@ -159,7 +206,7 @@ impl Client {
         let status = response.status();
         let code = header(&response, "x-error-code");
         let header_message = header(&response, "x-error-message");
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_capped(response, MAX_ERROR_BODY).await.map(|(body, _)| body).unwrap_or_default();
         let message = header_message
             .or_else(|| {
                 serde_json::from_slice::<serde_json::Value>(&body)
@@ -175,6 +222,8 @@ impl Client {
                     text.chars().take(300).collect()
                 }
             });
+        // A server may quote the header it refused; the token is never shown.
+        let message = if self.token.is_empty() { message } else { message.replace(&self.token, "<token>") };
         let endpoint = self.config.endpoint.clone();
         let repo_id = self.repo_id.clone();
         match (status.as_u16(), code.as_deref()) {
@@ -182,11 +231,29 @@ impl Client {
             (403, _) => HubError::WriteForbidden { repo_id, endpoint, message },
             (_, Some("RepoNotFound")) => HubError::RepoNotFound { repo_id, endpoint, has_token: true },
             (_, Some("RevisionNotFound")) => {
-                HubError::RevisionNotFound { repo_id, revision: action.rsplit('@').next().unwrap_or("main").to_owned() }
+                let revision = action.rsplit_once('@').map_or("main", |(_, revision)| revision).to_owned();
+                HubError::RevisionNotFound { repo_id, revision }
             }
             (status, _) => HubError::PushRejected { endpoint, action: action.to_owned(), status, message },
         }
     }
+}
+
+/// At most `max` bytes of the body, and whether that was all of it. The rest is not
+/// read (a declared length over the cap is not even started).
+async fn read_capped(mut response: Response, max: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    if response.content_length().is_some_and(|len| len > max as u64) {
+        return Ok((Vec::new(), false));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 fn header(response: &Response, name: &str) -> Option<String> {

@@ -7,18 +7,22 @@
 //! Bodies are streamed from the file on disk, never held in memory. A cut connection
 //! is retried (bounded, with back-off): a whole object is sent again from byte 0 (a
 //! presigned PUT cannot resume), a multipart upload sends again only the part that
-//! failed. Before every retry the file is checked against its fingerprint, so a file
-//! that changed is reported as such instead of being sent again.
+//! failed. Every attempt reads from a handle checked against the file's fingerprint,
+//! so a file that changed is reported as such instead of being sent.
+//!
+//! The token goes to the endpoint only: upload and completion URLs get the headers the
+//! batch answer names, and `verify` gets the token only when it is on the endpoint.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::Either;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::Url;
 use serde::Deserialize;
 
 use super::client::{Attempt, Client};
@@ -31,6 +35,10 @@ const LFS_JSON: &str = "application/vnd.git-lfs+json";
 
 /// Objects per batch request, as huggingface_hub chunks them.
 const BATCH: usize = 256;
+
+/// Parts of one multipart upload at most: S3's limit, so no real server offers more,
+/// and a `chunk_size` of 1 cannot turn one file into millions of requests.
+const MAX_PARTS: u64 = 10_000;
 
 /// Bytes read from disk per body chunk.
 const CHUNK: u64 = 1 << 20;
@@ -162,44 +170,12 @@ impl Client {
         Ok(true)
     }
 
-    /// The whole object in one PUT; a failed attempt starts again from byte 0.
+    /// The whole object in one PUT, with the headers the batch answer gave.
     async fn basic(&self, object: &Object<'_>, upload: &Action, progress: &dyn Progress) -> Result<(), HubError> {
-        let file = object.file;
         let url = self.href(&upload.href)?;
-        let mut last = String::new();
-        for attempt in 0..self.config.max_attempts.max(1) {
-            if attempt > 0 {
-                tokio::time::sleep(self.backoff(attempt)).await;
-                progress.file_started(&file.path_in_repo, file.size, 0);
-            }
-            file.check_unchanged()?;
-            let sent = Arc::new(AtomicU64::new(0));
-            // As huggingface_hub: the PUT goes to a presigned URL and carries no token,
-            // only the headers the server asked for (Git LFS servers may ask for some).
-            let mut request = self.http().put(url.clone()).header(CONTENT_LENGTH, file.size);
-            for (k, v) in &upload.header {
-                if let Some(v) = v.as_str() {
-                    request = request.header(k.as_str(), v);
-                }
-            }
-            let request = request.body(file_body(&file.disk, 0, file.size, sent.clone())?);
-            match with_progress(self.attempt(request), &sent, progress, &file.path_in_repo).await {
-                Attempt::Answer(r) if r.status().is_success() => return Ok(()),
-                Attempt::Answer(r) => {
-                    // A 400 "sha256 mismatch" is most often a file that changed.
-                    file.check_unchanged()?;
-                    return Err(self
-                        .refusal(r, &format!("store {} (LFS object {})", file.path_in_repo, object.sha256))
-                        .await);
-                }
-                Attempt::Retry(why) => {
-                    tracing::warn!(file = %file.path_in_repo, attempt = attempt + 1, "upload failed ({why}); sending it again");
-                    last = format!("uploading {}: {why}", file.path_in_repo);
-                }
-            }
-        }
-        file.check_unchanged()?;
-        Err(self.gave_up(last))
+        let what = format!("{} (LFS object {})", object.file.path_in_repo, object.sha256);
+        self.put(object.file, &url, (0, object.file.size), &upload.header, &what, progress).await?;
+        Ok(())
     }
 
     /// The object in parts of `chunk_size` bytes, one URL each, in part-number order;
@@ -213,6 +189,7 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<(), HubError> {
         let file = object.file;
+        let expected = file.size.div_ceil(chunk_size);
         let mut parts: Vec<(u64, &str)> = upload
             .header
             .iter()
@@ -220,10 +197,11 @@ impl Client {
             .filter(|(n, _)| *n > 0)
             .collect();
         parts.sort_by_key(|(n, _)| *n);
-        let expected = file.size.div_ceil(chunk_size);
-        if parts.len() as u64 != expected || parts.iter().enumerate().any(|(i, (n, _))| *n != i as u64 + 1) {
+        let numbered = parts.iter().enumerate().all(|(i, (n, _))| *n == i as u64 + 1);
+        if expected > MAX_PARTS || parts.len() as u64 != expected || !numbered {
             return Err(self.not_a_hub(&format!(
-                "a multipart upload of {} with {} part URLs where {expected} parts of {chunk_size} bytes were expected",
+                "a multipart upload of {} with {} part URLs where {expected} parts of {chunk_size} bytes were expected \
+                 (at most {MAX_PARTS})",
                 file.path_in_repo,
                 parts.len()
             )));
@@ -232,57 +210,17 @@ impl Client {
         for (number, href) in parts {
             let url = self.href(href)?;
             let offset = (number - 1) * chunk_size;
-            let len = chunk_size.min(file.size - offset);
-            let mut last = String::new();
-            let mut etag = None;
-            for attempt in 0..self.config.max_attempts.max(1) {
-                if attempt > 0 {
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    // The bar restarts at what the server has confirmed.
-                    progress.file_started(&file.path_in_repo, file.size, offset);
-                }
-                file.check_unchanged()?;
-                let sent = Arc::new(AtomicU64::new(0));
-                let request = self.http().put(url.clone()).header(CONTENT_LENGTH, len).body(file_body(
-                    &file.disk,
-                    offset,
-                    len,
-                    sent.clone(),
-                )?);
-                match with_progress(self.attempt(request), &sent, progress, &file.path_in_repo).await {
-                    Attempt::Answer(r) if r.status().is_success() => {
-                        let tag = r.headers().get("etag").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty());
-                        let Some(tag) = tag else {
-                            return Err(self.not_a_hub(&format!(
-                                "part {number} of {} came back without an ETag",
-                                file.path_in_repo
-                            )));
-                        };
-                        etag = Some(tag.to_owned());
-                        break;
-                    }
-                    Attempt::Answer(r) => {
-                        file.check_unchanged()?;
-                        return Err(self
-                            .refusal(
-                                r,
-                                &format!("store part {number} of {} (LFS object {})", file.path_in_repo, object.sha256),
-                            )
-                            .await);
-                    }
-                    Attempt::Retry(why) => {
-                        tracing::warn!(file = %file.path_in_repo, part = number, attempt = attempt + 1, "part upload failed ({why}); sending the part again");
-                        last = format!("uploading part {number} of {}: {why}", file.path_in_repo);
-                    }
-                }
-            }
-            match etag {
-                Some(tag) => etags.push(serde_json::json!({ "partNumber": number, "etag": tag })),
-                None => {
-                    file.check_unchanged()?;
-                    return Err(self.gave_up(last));
-                }
-            }
+            let range = (offset, chunk_size.min(file.size - offset));
+            let what = format!("part {number} of {} (LFS object {})", file.path_in_repo, object.sha256);
+            // Presigned part URLs take no headers of ours (nor the token).
+            let response = self.put(file, &url, range, &BTreeMap::new(), &what, progress).await?;
+            let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty());
+            let Some(etag) = etag else {
+                return Err(
+                    self.not_a_hub(&format!("part {number} of {} came back without an ETag", file.path_in_repo))
+                );
+            };
+            etags.push(serde_json::json!({ "partNumber": number, "etag": etag }));
         }
         let completion = serde_json::json!({ "oid": object.sha256, "parts": etags });
         let url = self.href(&upload.href)?;
@@ -304,19 +242,61 @@ impl Client {
         Ok(())
     }
 
-    /// The `verify` action: the server confirms it holds the object whole.
+    /// PUTs `len` bytes of `file` from `offset` (`range`) to `url` until it is taken,
+    /// at most `max_attempts` times; a failed attempt starts the range again (a
+    /// presigned PUT cannot resume). Each attempt streams from a handle opened and
+    /// checked against the fingerprint, so a file replaced since it was hashed is
+    /// reported, never sent. No token: `url` is the server's upload address.
+    async fn put(
+        &self,
+        file: &LocalFile,
+        url: &Url,
+        (offset, len): (u64, u64),
+        headers: &BTreeMap<String, serde_json::Value>,
+        what: &str,
+        progress: &dyn Progress,
+    ) -> Result<reqwest::Response, HubError> {
+        let mut last = String::new();
+        for attempt in 0..self.config.max_attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff(attempt)).await;
+                // The bar restarts at what the server has confirmed.
+                progress.file_started(&file.path_in_repo, file.size, offset);
+            }
+            let sent = Arc::new(AtomicU64::new(0));
+            let body = file_body(file.open_unchanged()?, &file.disk, offset, len, sent.clone())?;
+            let request = self.with_headers(self.http().put(url.clone()), headers)?;
+            let request = request.header(CONTENT_LENGTH, len).body(body);
+            match self.watched(request, &sent, progress, &file.path_in_repo).await {
+                Attempt::Answer(r) if r.status().is_success() => return Ok(r),
+                Attempt::Answer(r) => {
+                    // A 400 "sha256 mismatch" is most often a file that changed.
+                    file.check_unchanged()?;
+                    return Err(self.refusal(r, &format!("store {what}")).await);
+                }
+                Attempt::Retry(why) => {
+                    tracing::warn!(attempt = attempt + 1, "sending {what} failed ({why}); sending it again");
+                    last = format!("uploading {what}: {why}");
+                }
+            }
+        }
+        file.check_unchanged()?;
+        Err(self.gave_up(last))
+    }
+
+    /// The `verify` action: the server confirms it holds the object whole. The token
+    /// goes along only when the address is on the endpoint and the action did not
+    /// bring its own `Authorization` (huggingface_hub sends it there too).
     async fn verify(&self, object: &Object<'_>, verify: &Action) -> Result<(), HubError> {
         let url = self.href(&verify.href)?;
+        let own_auth = verify.header.keys().any(|k| k.eq_ignore_ascii_case("authorization"));
+        let with_token = self.on_endpoint(&url) && !own_auth;
         let body = serde_json::json!({ "oid": object.sha256, "size": object.file.size }).to_string();
         let response = self
             .send(|| {
-                let mut request = self.auth(self.http().post(url.clone())).header("Accept", LFS_JSON);
-                for (k, v) in &verify.header {
-                    if let Some(v) = v.as_str() {
-                        request = request.header(k.as_str(), v);
-                    }
-                }
-                Ok(request.header(CONTENT_TYPE, LFS_JSON).body(body.clone()))
+                let request = self.http().post(url.clone()).header("Accept", LFS_JSON);
+                let request = if with_token { self.auth(request) } else { request };
+                Ok(self.with_headers(request, &verify.header)?.header(CONTENT_TYPE, LFS_JSON).body(body.clone()))
             })
             .await?;
         if !response.status().is_success() {
@@ -325,13 +305,74 @@ impl Client {
         }
         Ok(())
     }
+
+    /// Adds the string headers of a batch answer's action; one that is no valid HTTP
+    /// header is the server's error, said as such (reqwest would only fail the send).
+    fn with_headers(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        headers: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<reqwest::RequestBuilder, HubError> {
+        for (name, value) in headers {
+            let Some(value) = value.as_str() else { continue };
+            let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value)) else {
+                return Err(self.not_a_hub(&format!("the LFS batch answer asks for an invalid header {name:?}")));
+            };
+            request = request.header(name, value);
+        }
+        Ok(request)
+    }
+
+    /// Runs an upload `request`, reporting what its body has sent every 100 ms and at
+    /// the end. An upload that neither sends a byte nor gets its answer for the idle
+    /// timeout is a failed attempt: reqwest's read timeout does not see a server that
+    /// stops reading the body.
+    async fn watched(
+        &self,
+        request: reqwest::RequestBuilder,
+        sent: &AtomicU64,
+        progress: &dyn Progress,
+        path: &str,
+    ) -> Attempt {
+        let idle = self.timeouts.idle;
+        let mut reported = 0u64;
+        let mut moved_at = Instant::now();
+        let mut report = || {
+            let now = sent.load(Ordering::Relaxed);
+            if now > reported {
+                progress.advanced(path, now - reported);
+                reported = now;
+                moved_at = Instant::now();
+            }
+            moved_at.elapsed()
+        };
+        let mut request = std::pin::pin!(self.attempt(request));
+        loop {
+            let tick = std::pin::pin!(tokio::time::sleep(Duration::from_millis(100)));
+            match futures::future::select(request.as_mut(), tick).await {
+                Either::Left((out, _)) => {
+                    report();
+                    return out;
+                }
+                Either::Right(((), _)) if report() >= idle => {
+                    return Attempt::Retry(format!("nothing sent or answered for {} s", idle.as_secs_f64()));
+                }
+                Either::Right(_) => {}
+            }
+        }
+    }
 }
 
-/// `len` bytes of the file at `path` from `offset`, read as they are sent; `sent`
+/// `len` bytes of `file` (at `path`) from `offset`, read as they are sent; `sent`
 /// counts them for the progress bar. A file shorter than that (it shrank) ends the
 /// body with an error, so the request fails rather than sending a short object.
-fn file_body(path: &Path, offset: u64, len: u64, sent: Arc<AtomicU64>) -> Result<reqwest::Body, HubError> {
-    let mut file = dartboard_fs::open_regular(path)?;
+fn file_body(
+    mut file: std::fs::File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    sent: Arc<AtomicU64>,
+) -> Result<reqwest::Body, HubError> {
     file.seek(SeekFrom::Start(offset)).map_err(HubError::io("reading", path))?;
     let stream = futures::stream::unfold((file, len), move |(mut file, left)| {
         let sent = sent.clone();
@@ -357,32 +398,4 @@ fn file_body(path: &Path, offset: u64, len: u64, sent: Arc<AtomicU64>) -> Result
         }
     });
     Ok(reqwest::Body::wrap_stream(stream))
-}
-
-/// Runs `request`, reporting what its body has sent every 100 ms and at the end.
-async fn with_progress<T>(
-    request: impl std::future::Future<Output = T>,
-    sent: &AtomicU64,
-    progress: &dyn Progress,
-    path: &str,
-) -> T {
-    let mut reported = 0u64;
-    let mut report = || {
-        let now = sent.load(Ordering::Relaxed);
-        if now > reported {
-            progress.advanced(path, now - reported);
-            reported = now;
-        }
-    };
-    let mut request = std::pin::pin!(request);
-    loop {
-        let tick = std::pin::pin!(tokio::time::sleep(Duration::from_millis(100)));
-        match futures::future::select(request.as_mut(), tick).await {
-            Either::Left((out, _)) => {
-                report();
-                return out;
-            }
-            Either::Right(((), _)) => report(),
-        }
-    }
 }

@@ -31,6 +31,8 @@
 
 mod client;
 mod lfs;
+#[cfg(test)]
+mod scripted;
 mod source;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,6 +124,13 @@ impl ModelHub {
             }
         };
         let listed = source::list(files.dir())?;
+        if let ModelRef::Local(_) = &model {
+            // Followed, as huggingface_hub follows them (a model folder of links into
+            // a cache is common), but said: what is pushed may not be what is in view.
+            for (file, target) in source::links_out_of(files.dir(), &listed) {
+                tracing::warn!(file = %file.path_in_repo, target = %target.display(), "pushing the content of a link that points out of the folder");
+            }
+        }
         if listed.is_empty() {
             return Err(HubError::CannotPush {
                 path: files.dir().to_path_buf(),
@@ -132,6 +141,7 @@ impl ModelHub {
         let client = Client::new(config, token, &repo_id)?;
         let push = Push {
             client: &client,
+            source: files.dir(),
             branch,
             private: options.private,
             message: options.commit_message.clone().unwrap_or(default_message),
@@ -184,6 +194,8 @@ fn dir_name(dir: &std::path::Path) -> String {
 /// One push in progress.
 struct Push<'a> {
     client: &'a Client,
+    /// The folder pushed (for messages).
+    source: &'a std::path::Path,
     branch: String,
     private: bool,
     message: String,
@@ -258,6 +270,10 @@ struct SiblingLfs {
     size: Option<u64>,
 }
 
+/// The largest file sent inline in the commit. The Hub sends everything over 10 MB
+/// through LFS; a server that asks for more inline would have it all held in memory.
+const MAX_INLINE: u64 = 64 << 20;
+
 /// Files per preupload request, as huggingface_hub chunks them.
 const PREUPLOAD_BATCH: usize = 256;
 
@@ -281,32 +297,12 @@ impl Push<'_> {
         }
         if prepared.is_empty() {
             return Err(HubError::CannotPush {
-                path: listed[0].disk.parent().unwrap_or(&listed[0].disk).to_path_buf(),
+                path: self.source.to_path_buf(),
                 reason: format!("the .gitignore of {repo_id} ignores every file of it"),
             });
         }
 
-        // Each distinct object once, even if two paths hold the same bytes.
-        let mut seen = BTreeSet::new();
-        let objects: Vec<Object> = prepared
-            .iter()
-            .filter(|p| !p.unchanged)
-            .filter_map(|p| match &p.content {
-                Content::Lfs { sha256 } if seen.insert(sha256.as_str()) => Some(Object { file: p.file, sha256 }),
-                _ => None,
-            })
-            .collect();
-        let (mut lfs_uploaded, mut lfs_present) = (0, 0);
-        if !objects.is_empty() {
-            let answers = client.lfs_batch(&objects, &self.branch).await?;
-            for (object, answer) in objects.iter().zip(&answers) {
-                if client.lfs_upload(object, answer, self.progress).await? {
-                    lfs_uploaded += 1;
-                } else {
-                    lfs_present += 1;
-                }
-            }
-        }
+        let (lfs_uploaded, lfs_present) = self.upload_lfs(&prepared).await?;
 
         // What was hashed is what is committed: a file written to since is not.
         for p in &prepared {
@@ -344,6 +340,33 @@ impl Push<'_> {
             lfs_uploaded,
             lfs_present,
         })
+    }
+
+    /// Sends the LFS objects of the changed files that the server lacks, each distinct
+    /// object once (two paths may hold the same bytes): (sent, already there).
+    async fn upload_lfs(&self, prepared: &[Prepared<'_>]) -> Result<(usize, usize), HubError> {
+        let mut seen = BTreeSet::new();
+        let objects: Vec<Object> = prepared
+            .iter()
+            .filter(|p| !p.unchanged)
+            .filter_map(|p| match &p.content {
+                Content::Lfs { sha256 } if seen.insert(sha256.as_str()) => Some(Object { file: p.file, sha256 }),
+                _ => None,
+            })
+            .collect();
+        let (mut uploaded, mut present) = (0, 0);
+        if objects.is_empty() {
+            return Ok((uploaded, present));
+        }
+        let answers = self.client.lfs_batch(&objects, &self.branch).await?;
+        for (object, answer) in objects.iter().zip(&answers) {
+            if self.client.lfs_upload(object, answer, self.progress).await? {
+                uploaded += 1;
+            } else {
+                present += 1;
+            }
+        }
+        Ok((uploaded, present))
     }
 
     /// Creates the repo; `Ok(false)` when it already exists.
@@ -461,6 +484,15 @@ impl Push<'_> {
                 };
                 let lfs = match answer.upload_mode.as_str() {
                     "lfs" => true,
+                    // Inline files are held in memory and sent in the commit.
+                    "regular" if f.size > MAX_INLINE => {
+                        return Err(client.not_a_hub(&format!(
+                            "preupload says to send {} ({} bytes) inline, but files over {} MiB go through LFS",
+                            f.path_in_repo,
+                            f.size,
+                            MAX_INLINE >> 20
+                        )))
+                    }
                     "regular" => false,
                     other => return Err(client.not_a_hub(&format!("preupload mode {other:?} for {}", f.path_in_repo))),
                 };
@@ -476,31 +508,7 @@ impl Push<'_> {
     /// reading the branch back decides.
     async fn commit(&self, changed: &[&Prepared<'_>], parent: Option<&str>) -> Result<(String, String), HubError> {
         let client = self.client;
-        let mut header = serde_json::json!({ "summary": self.message, "description": "" });
-        if let Some(parent) = parent {
-            header["parentCommit"] = parent.into();
-        }
-        let mut body = String::new();
-        let mut line = |value: serde_json::Value| {
-            body.push_str(&value.to_string());
-            body.push('\n');
-        };
-        line(serde_json::json!({ "key": "header", "value": header }));
-        for p in changed {
-            line(match &p.content {
-                Content::Regular { bytes, .. } => serde_json::json!({ "key": "file", "value": {
-                    "content": base64::engine::general_purpose::STANDARD.encode(bytes),
-                    "path": p.file.path_in_repo,
-                    "encoding": "base64",
-                }}),
-                Content::Lfs { sha256 } => serde_json::json!({ "key": "lfsFile", "value": {
-                    "path": p.file.path_in_repo,
-                    "algo": "sha256",
-                    "oid": sha256,
-                    "size": p.file.size,
-                }}),
-            });
-        }
+        let body = self.ndjson(changed, parent);
         let url = client.api(&["commit", &self.branch]);
         let action = format!("commit to {}@{}", client.repo_id, self.branch);
         let mut maybe_landed = false;
@@ -518,6 +526,7 @@ impl Push<'_> {
             let request = client
                 .auth(client.http().post(url.clone()))
                 .header(CONTENT_TYPE, "application/x-ndjson")
+                .timeout(client.timeouts.request)
                 .body(body.clone());
             match client.attempt(request).await {
                 Attempt::Answer(r) if r.status().is_success() => {
@@ -547,6 +556,37 @@ impl Push<'_> {
             }
         }
         Err(client.gave_up(last))
+    }
+
+    /// The commit's NDJSON: a header (with `parentCommit` when the branch has a
+    /// head), then a line per changed file.
+    fn ndjson(&self, changed: &[&Prepared<'_>], parent: Option<&str>) -> String {
+        let mut header = serde_json::json!({ "summary": self.message, "description": "" });
+        if let Some(parent) = parent {
+            header["parentCommit"] = parent.into();
+        }
+        let mut body = String::new();
+        let mut line = |value: serde_json::Value| {
+            body.push_str(&value.to_string());
+            body.push('\n');
+        };
+        line(serde_json::json!({ "key": "header", "value": header }));
+        for p in changed {
+            line(match &p.content {
+                Content::Regular { bytes, .. } => serde_json::json!({ "key": "file", "value": {
+                    "content": base64::engine::general_purpose::STANDARD.encode(bytes),
+                    "path": p.file.path_in_repo,
+                    "encoding": "base64",
+                }}),
+                Content::Lfs { sha256 } => serde_json::json!({ "key": "lfsFile", "value": {
+                    "path": p.file.path_in_repo,
+                    "algo": "sha256",
+                    "oid": sha256,
+                    "size": p.file.size,
+                }}),
+            });
+        }
+        body
     }
 
     /// Whether the branch now holds a commit (other than `parent`) with every changed
@@ -627,7 +667,22 @@ fn describe(oid: &str, size: Option<u64>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use sha2::Digest as _;
+
+    use super::client::Timeouts;
+    use super::scripted::{Reply, Scripted, Seen};
     use super::*;
+    use crate::progress::NoProgress;
+    use crate::HubConfig;
+
+    const TOKEN: &str = "hf_secret_push_token";
+    const PARENT: &str = "1111111111111111111111111111111111111111";
+    const COMMIT: &str = "2222222222222222222222222222222222222222";
+    /// Short enough for tests, long enough for a loaded machine to answer within.
+    const QUICK: Timeouts = Timeouts { idle: Duration::from_millis(500), request: Duration::from_secs(2) };
 
     #[test]
     fn targets_must_be_org_slash_name() {
@@ -635,5 +690,357 @@ mod tests {
         for bad in ["model", "acme/model@dev", "a/b/c", "../x", "acme/-x"] {
             assert!(matches!(validate_target(bad), Err(HubError::InvalidReference { .. })), "{bad}");
         }
+    }
+
+    /// A Hub for `acme/m@main` (head [`PARENT`]) that answers every step of a push of
+    /// `files` (`*.safetensors` through LFS) and commits [`COMMIT`] holding them;
+    /// `lfs` answers the LFS requests (and may override any other).
+    fn hub(
+        files: &[(&str, Vec<u8>)],
+        lfs: impl Fn(&Seen) -> Option<Reply> + Send + Sync + 'static,
+    ) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+        let siblings: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(path, bytes)| {
+                let size = bytes.len();
+                if path.ends_with(".safetensors") {
+                    let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+                    serde_json::json!({ "rfilename": path, "size": size, "lfs": { "sha256": sha256, "size": size } })
+                } else {
+                    let mut sha1 = sha1::Sha1::new();
+                    sha1.update(format!("blob {size}\0").as_bytes());
+                    sha1.update(bytes);
+                    let blob = hex::encode(sha1.finalize());
+                    serde_json::json!({ "rfilename": path, "size": size, "blobId": blob })
+                }
+            })
+            .collect();
+        move |seen| {
+            if let Some(reply) = lfs(seen) {
+                return reply;
+            }
+            let api = "/api/models/acme/m";
+            match (seen.method.as_str(), seen.target.as_str()) {
+                ("POST", "/api/repos/create") => Reply::status(409),
+                ("GET", t) if t == format!("{api}/refs") => Reply::json(
+                    200,
+                    serde_json::json!({ "branches": [{ "name": "main", "targetCommit": PARENT }], "tags": [] }),
+                ),
+                ("POST", t) if t == format!("{api}/preupload/main") => {
+                    let asked: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+                    let files: Vec<serde_json::Value> = asked["files"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| {
+                            let path = f["path"].as_str().unwrap();
+                            let mode = if path.ends_with(".safetensors") { "lfs" } else { "regular" };
+                            serde_json::json!({ "path": path, "uploadMode": mode })
+                        })
+                        .collect();
+                    Reply::json(200, serde_json::json!({ "files": files }))
+                }
+                ("POST", t) if t == format!("{api}/commit/main") => {
+                    Reply::json(200, serde_json::json!({ "commitOid": COMMIT }))
+                }
+                ("GET", t) if t.starts_with(&format!("{api}/revision/")) => {
+                    Reply::json(200, serde_json::json!({ "sha": COMMIT, "siblings": siblings }))
+                }
+                _ => Reply::status(404),
+            }
+        }
+    }
+
+    /// `files` in a new folder, pushed to `acme/m` on `endpoint` with [`TOKEN`], two
+    /// attempts per request and the [`QUICK`] timeouts.
+    fn push_to(endpoint: &str, dir: &Path) -> Result<Pushed, HubError> {
+        let config = HubConfig::default().with_endpoint(endpoint).with_retries(2, Duration::from_millis(1));
+        let client = Client::with_timeouts(&config, TOKEN, "acme/m", QUICK).unwrap();
+        let push = Push {
+            client: &client,
+            source: dir,
+            branch: "main".to_owned(),
+            private: false,
+            message: "test".to_owned(),
+            progress: &NoProgress,
+        };
+        let listed = source::list(dir).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(push.run(&listed))
+    }
+
+    fn folder(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, bytes) in files {
+            std::fs::write(dir.path().join(path), bytes).unwrap();
+        }
+        dir
+    }
+
+    fn model() -> Vec<(&'static str, Vec<u8>)> {
+        vec![("config.json", b"{}".to_vec()), ("model.safetensors", vec![3u8; 3000])]
+    }
+
+    fn is_lfs(seen: &Seen) -> bool {
+        seen.target.ends_with("/info/lfs/objects/batch")
+    }
+
+    fn not_a_hub(result: Result<Pushed, HubError>, words: &str) {
+        match result {
+            Err(e @ HubError::NotAHub { .. }) => assert!(e.to_string().contains(words), "{e}"),
+            other => panic!("expected NotAHub ({words}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_multipart_answers_are_refused_before_any_upload() {
+        let parts = |numbers: &[u64]| -> serde_json::Map<String, serde_json::Value> {
+            numbers.iter().map(|i| (i.to_string(), serde_json::json!(format!("http://127.0.0.1:9/part/{i}")))).collect()
+        };
+        let with = |chunk: serde_json::Value, mut header: serde_json::Map<String, serde_json::Value>| {
+            header.insert("chunk_size".to_owned(), chunk);
+            serde_json::json!({ "href": "http://127.0.0.1:9/done", "header": header })
+        };
+        // The object is 10 001 bytes.
+        let cases = [
+            (with(serde_json::json!(0), parts(&[1])), "chunk_size is not a positive integer"),
+            (with(serde_json::json!(-5), parts(&[1])), "chunk_size is not a positive integer"),
+            (with(serde_json::json!("big"), parts(&[1])), "chunk_size is not a positive integer"),
+            (with(serde_json::json!(4000), parts(&[])), "0 part URLs where 3 parts of 4000 bytes"),
+            (with(serde_json::json!(4000), parts(&[1, 2, 3, 4, 5, 6, 7])), "7 part URLs where 3 parts"),
+            (with(serde_json::json!(4000), parts(&[1, 2, 4])), "3 part URLs where 3 parts"),
+            // As many URLs as parts, but more parts than any real server offers.
+            (
+                with(serde_json::json!(1), parts(&(1..=10_001).collect::<Vec<u64>>())),
+                "10001 part URLs where 10001 parts of 1 bytes were expected (at most 10000)",
+            ),
+        ];
+        for (upload, words) in cases {
+            let files = vec![("model.safetensors", vec![3u8; 10_001])];
+            let oid = hex::encode(sha2::Sha256::digest(&files[0].1));
+            let server = Scripted::start(hub(&files, move |s| {
+                is_lfs(s).then(|| {
+                    let object = serde_json::json!({ "oid": oid, "actions": { "upload": upload.clone() } });
+                    Reply::json(200, serde_json::json!({ "transfer": "multipart", "objects": [object] }))
+                })
+            }));
+            let dir = folder(&files);
+            not_a_hub(push_to(&server.endpoint, dir.path()), words);
+            assert!(server.seen().iter().all(|s| s.method != "PUT" && !s.target.contains("/commit/")), "{words}");
+        }
+    }
+
+    fn sha256(bytes: &[u8]) -> String {
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    /// A batch answer giving each object a basic upload to `upload(oid)` and,
+    /// where `verify(oid)` is some, a verify action there.
+    fn basic_batch(
+        oids: &[&String],
+        upload: impl Fn(&str) -> String,
+        verify: impl Fn(&str) -> Option<String>,
+    ) -> Reply {
+        let objects: Vec<serde_json::Value> = oids
+            .iter()
+            .map(|oid| {
+                let mut actions = serde_json::json!({ "upload": { "href": upload(oid) } });
+                if let Some(href) = verify(oid) {
+                    actions["verify"] = serde_json::json!({ "href": href });
+                }
+                serde_json::json!({ "oid": oid, "size": 1, "actions": actions })
+            })
+            .collect();
+        Reply::json(200, serde_json::json!({ "transfer": "basic", "objects": objects }))
+    }
+
+    #[test]
+    fn the_token_goes_to_the_endpoint_only() {
+        let files = vec![
+            ("a.safetensors", vec![1u8; 2000]),
+            ("b.safetensors", vec![2u8; 2000]),
+            ("config.json", b"{}".to_vec()),
+        ];
+        let (a, b) = (sha256(&files[0].1), sha256(&files[1].1));
+        let other = Scripted::start(|_| Reply::status(200));
+        let storage = other.endpoint.clone();
+        let server = Scripted::start(hub(&files, move |s| {
+            if s.target == "/verify/b" {
+                return Some(Reply::status(200));
+            }
+            let a = a.clone();
+            // `a` is verified on the upload host, `b` on the public Hub's address,
+            // which is the endpoint's (huggingface_hub moves it there too).
+            is_lfs(s).then(|| {
+                basic_batch(
+                    &[&a, &b],
+                    |oid| format!("{storage}/put/{oid}"),
+                    |oid| {
+                        Some(if oid == a {
+                            format!("{storage}/verify/a")
+                        } else {
+                            "https://huggingface.co/verify/b".to_owned()
+                        })
+                    },
+                )
+            })
+        }));
+        let dir = folder(&files);
+        let pushed = push_to(&server.endpoint, dir.path()).unwrap();
+        assert_eq!((pushed.lfs_uploaded, pushed.commit.as_str()), (2, COMMIT));
+        let elsewhere = other.seen();
+        assert_eq!(elsewhere.len(), 3, "two PUTs and a verify: {elsewhere:?}");
+        assert!(elsewhere.iter().all(|s| s.authorization.is_none()), "{elsewhere:?}");
+        let on_endpoint = server.seen();
+        assert!(on_endpoint.iter().any(|s| s.target == "/verify/b"));
+        let bearer = format!("Bearer {TOKEN}");
+        assert!(on_endpoint.iter().all(|s| s.authorization.as_deref() == Some(bearer.as_str())), "{on_endpoint:?}");
+    }
+
+    #[test]
+    fn refusals_never_show_the_token() {
+        let server = Scripted::start(|s| {
+            let quoted = format!("invalid credentials in {:?}", s.authorization.clone().unwrap_or_default());
+            Reply::json(401, serde_json::json!({ "error": quoted }))
+        });
+        let dir = folder(&model());
+        let err = push_to(&server.endpoint, dir.path()).unwrap_err();
+        assert!(matches!(err, HubError::TokenRejected { .. }), "{err}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(TOKEN) && shown.contains("<token>"), "{shown}");
+    }
+
+    #[test]
+    fn endless_json_answers_are_cut_off() {
+        let server = Scripted::start(|s| if s.target.ends_with("/refs") { Reply::Endless } else { Reply::status(409) });
+        let dir = folder(&model());
+        not_a_hub(push_to(&server.endpoint, dir.path()), "the list of branches and tags is larger than 64 MiB");
+    }
+
+    #[test]
+    fn requests_that_get_no_answer_end_within_the_timeouts() {
+        let model = model();
+        let oid = sha256(&model[1].1);
+        let stall_preupload = |s: &Seen| s.target.contains("/preupload/").then_some(Reply::Stall);
+        let stall_put = move |s: &Seen| match s.method.as_str() {
+            "PUT" => Some(Reply::Stall),
+            _ => is_lfs(s).then(|| basic_batch(&[&oid], |_| "https://huggingface.co/put".to_owned(), |_| None)),
+        };
+        for (server, step) in
+            [(Scripted::start(hub(&model, stall_preupload)), "POST"), (Scripted::start(hub(&model, stall_put)), "PUT")]
+        {
+            let dir = folder(&model);
+            let start = Instant::now();
+            let err = push_to(&server.endpoint, dir.path()).unwrap_err();
+            assert!(matches!(err, HubError::ServerError { attempts: 2, .. }), "{step}: {err}");
+            assert!(start.elapsed() < Duration::from_secs(15), "{step}: took {:?}", start.elapsed());
+            let seen = server.seen();
+            let stalled = if step == "PUT" { "PUT" } else { "/preupload/" };
+            let tries = seen.iter().filter(|s| s.method == stalled || s.target.contains(stalled)).count();
+            assert_eq!(tries, 2, "{step}: {seen:?}");
+            assert!(seen.iter().all(|s| !s.target.contains("/commit/")), "{step}");
+        }
+    }
+
+    #[test]
+    fn a_file_replaced_after_hashing_is_never_sent() {
+        let model = model();
+        let oid = sha256(&model[1].1);
+        let dir = folder(&model);
+        let weights = dir.path().join("model.safetensors");
+        let server = Scripted::start(hub(&model, move |s| {
+            is_lfs(s).then(|| {
+                // Same size, other bytes, swapped in by rename as an editor saves.
+                let fresh = weights.with_extension("new");
+                std::fs::write(&fresh, vec![9u8; 3000]).unwrap();
+                std::fs::rename(&fresh, &weights).unwrap();
+                basic_batch(&[&oid], |_| "https://huggingface.co/put".to_owned(), |_| None)
+            })
+        }));
+        let err = push_to(&server.endpoint, dir.path()).unwrap_err();
+        assert!(matches!(err, HubError::FileChanged { .. }), "{err}");
+        assert!(err.to_string().contains("model.safetensors") && err.to_string().contains("replaced"), "{err}");
+        assert!(server.seen().iter().all(|s| s.method != "PUT" && !s.target.contains("/commit/")));
+    }
+
+    #[test]
+    fn odd_server_answers_each_get_their_own_error() {
+        let model = model();
+        let oid = sha256(&model[1].1);
+        let put = |_: &str| "https://huggingface.co/put".to_owned();
+        type Case = (&'static str, Box<dyn Fn(&Seen) -> Option<Reply> + Send + Sync>);
+        let o = oid.clone();
+        let cases: Vec<Case> = vec![
+            (
+                "xet",
+                Box::new(|s| {
+                    is_lfs(s).then(|| Reply::json(200, serde_json::json!({ "transfer": "xet", "objects": [] })))
+                }),
+            ),
+            ("left out", Box::new(|s| is_lfs(s).then(|| Reply::json(200, serde_json::json!({ "objects": [] }))))),
+            ("object error", {
+                let o = o.clone();
+                Box::new(move |s| {
+                    let error = serde_json::json!({ "oid": o, "error": { "code": 422, "message": "too big" } });
+                    is_lfs(s).then(|| Reply::json(200, serde_json::json!({ "objects": [error] })))
+                })
+            }),
+            ("bad header", {
+                let o = o.clone();
+                Box::new(move |s| {
+                    let upload =
+                        serde_json::json!({ "href": "https://huggingface.co/put", "header": { "bad name": "x" } });
+                    let object = serde_json::json!({ "oid": o, "actions": { "upload": upload } });
+                    is_lfs(s).then(|| Reply::json(200, serde_json::json!({ "objects": [object] })))
+                })
+            }),
+            ("moved", {
+                let o = o.clone();
+                Box::new(move |s| match s.method.as_str() {
+                    "PUT" => Some(Reply::status(200)),
+                    _ if s.target.contains("/commit/") => Some(Reply::status(412)),
+                    _ => is_lfs(s).then(|| basic_batch(&[&o], put, |_| None)),
+                })
+            }),
+            ("not stored", {
+                let o = o.clone();
+                Box::new(move |s| match s.method.as_str() {
+                    "PUT" => Some(Reply::status(200)),
+                    _ if s.target.contains("/revision/") => Some(Reply::json(
+                        200,
+                        serde_json::json!({ "sha": COMMIT, "siblings": [{ "rfilename": "config.json", "blobId": "0".repeat(40), "size": 2 }] }),
+                    )),
+                    _ => is_lfs(s).then(|| basic_batch(&[&o], put, |_| None)),
+                })
+            }),
+        ];
+        for (case, script) in cases {
+            let server = Scripted::start(hub(&model, script));
+            let dir = folder(&model);
+            let err = push_to(&server.endpoint, dir.path()).unwrap_err();
+            let text = err.to_string();
+            let expected = match case {
+                "xet" => matches!(err, HubError::XetOnly { .. }),
+                "left out" => matches!(err, HubError::NotAHub { .. }) && text.contains("leaves out model.safetensors"),
+                "object error" => matches!(err, HubError::PushRejected { status: 422, .. }) && text.contains("too big"),
+                "bad header" => matches!(err, HubError::NotAHub { .. }) && text.contains("invalid header \"bad name\""),
+                "moved" => matches!(err, HubError::BranchMoved { .. }),
+                "not stored" => matches!(err, HubError::PushNotStored { .. }) && text.contains("config.json"),
+                _ => unreachable!(),
+            };
+            assert!(expected, "{case}: {err:?}");
+            let commits = server.seen().iter().filter(|s| s.target.contains("/commit/")).count();
+            assert_eq!(commits, usize::from(matches!(case, "moved" | "not stored")), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_large_file_the_server_wants_inline_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sparse: nothing is written, and nothing may be read past the sample.
+        let big = std::fs::File::create(dir.path().join("weights.bin")).unwrap();
+        big.set_len(MAX_INLINE + 1).unwrap();
+        let server = Scripted::start(hub(&[], |_| None));
+        not_a_hub(push_to(&server.endpoint, dir.path()), "send weights.bin (67108865 bytes) inline");
     }
 }

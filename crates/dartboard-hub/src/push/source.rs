@@ -84,6 +84,16 @@ impl LocalFile {
         self.compare(&meta)
     }
 
+    /// Opens the file and checks the handle against the fingerprint: reading from it
+    /// then reads the content that was listed (a rename over the path since cannot
+    /// slip other bytes in), unless it is written to in place, which
+    /// [`Self::check_unchanged`] sees afterwards.
+    pub(crate) fn open_unchanged(&self) -> Result<fs::File, HubError> {
+        let file = dartboard_fs::open_regular(&self.disk)?;
+        self.compare(&file.metadata().map_err(HubError::io("reading", &self.disk))?)?;
+        Ok(file)
+    }
+
     fn compare(&self, meta: &Metadata) -> Result<(), HubError> {
         match self.fingerprint.change(&Fingerprint::of(meta)) {
             None => Ok(()),
@@ -96,9 +106,7 @@ impl LocalFile {
     /// are streamed from disk when uploaded). The file must be as it was listed, before
     /// and after the read, and hold exactly the bytes listed.
     pub(crate) fn hash(&self, lfs: bool) -> Result<Content, HubError> {
-        let mut file = dartboard_fs::open_regular(&self.disk)?;
-        let before = file.metadata().map_err(HubError::io("reading", &self.disk))?;
-        self.compare(&before)?;
+        let mut file = self.open_unchanged()?;
         let mut sha256 = sha2::Sha256::new();
         let mut git_sha1 = sha1::Sha1::new();
         git_sha1.update(format!("blob {}\0", self.size).as_bytes());
@@ -106,7 +114,7 @@ impl LocalFile {
         let mut buf = vec![0u8; 1 << 20];
         let mut read = 0u64;
         // One byte more than listed is enough to see that it grew.
-        let mut limited = (&mut file).take(self.size + 1);
+        let mut limited = (&mut file).take(self.size.saturating_add(1));
         loop {
             let n = limited.read(&mut buf).map_err(HubError::io("reading", &self.disk))?;
             if n == 0 {
@@ -207,11 +215,23 @@ pub(crate) fn list(root: &Path) -> Result<Vec<LocalFile>, HubError> {
     Ok(out)
 }
 
+/// The files that are links resolving out of `root`, with where they lead.
+pub(crate) fn links_out_of<'a>(root: &Path, files: &'a [LocalFile]) -> Vec<(&'a LocalFile, PathBuf)> {
+    let Ok(root) = fs::canonicalize(root) else { return Vec::new() };
+    files
+        .iter()
+        .filter_map(|f| Some((f, fs::canonicalize(&f.disk).ok()?)))
+        .filter(|(_, target)| !target.starts_with(&root))
+        .collect()
+}
+
 fn listed(disk: PathBuf, path_in_repo: String) -> Result<LocalFile, HubError> {
     let file = dartboard_fs::open_regular(&disk)?;
     let meta = file.metadata().map_err(HubError::io("reading", &disk))?;
     let mut sample = Vec::with_capacity(SAMPLE);
-    file.take(SAMPLE as u64).read_to_end(&mut sample).map_err(HubError::io("reading", &disk))?;
+    // No more than the size: a file that claims 0 bytes but reads more (/proc's) must
+    // not send what it reads to the server; its hashing then refuses it.
+    file.take(meta.len().min(SAMPLE as u64)).read_to_end(&mut sample).map_err(HubError::io("reading", &disk))?;
     Ok(LocalFile { path_in_repo, size: meta.len(), sample, fingerprint: Fingerprint::of(&meta), disk })
 }
 
@@ -276,5 +296,43 @@ mod tests {
             assert!(matches!(err, HubError::FileChanged { .. }), "{err}");
             assert!(err.to_string().contains("model.safetensors") && err.to_string().contains("4100"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_file_that_reads_more_than_its_size_sends_no_sample_and_is_refused() {
+        // /proc files list 0 bytes and read more: none of it may reach the server.
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", dir.path().join("environ")).unwrap();
+        let files = list(dir.path()).unwrap();
+        assert_eq!((files[0].size, files[0].sample.len()), (0, 0));
+        let err = files[0].hash(false).err().unwrap();
+        assert!(matches!(err, HubError::FileChanged { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_replaced_by_rename_cannot_be_opened_for_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        fs::write(&path, vec![1u8; 100]).unwrap();
+        let files = list(dir.path()).unwrap();
+        files[0].open_unchanged().unwrap();
+        fs::write(dir.path().join("new"), vec![2u8; 100]).unwrap();
+        fs::rename(dir.path().join("new"), &path).unwrap();
+        let err = files[0].open_unchanged().unwrap_err();
+        assert!(err.to_string().contains("replaced by another file"), "{err}");
+    }
+
+    #[test]
+    fn links_out_of_the_folder_are_found() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("weights"), b"w").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        fs::write(dir.path().join("inside"), b"i").unwrap();
+        std::os::unix::fs::symlink("inside", dir.path().join("link-in")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("weights"), dir.path().join("link-out")).unwrap();
+        let files = list(dir.path()).unwrap();
+        let out: Vec<&str> = links_out_of(dir.path(), &files).iter().map(|(f, _)| f.path_in_repo.as_str()).collect();
+        assert_eq!(out, ["link-out"]);
     }
 }
