@@ -188,26 +188,28 @@ pub(crate) struct Remote {
     config: HubConfig,
 }
 
+/// A revision's metadata with hashes (`?blobs=true`): what a download expects and
+/// what a push reads back.
 #[derive(Deserialize)]
-struct BlobsInfo {
-    sha: Option<String>,
+pub(crate) struct BlobsInfo {
+    pub(crate) sha: Option<String>,
     #[serde(default)]
-    siblings: Vec<Sibling>,
+    pub(crate) siblings: Vec<Sibling>,
 }
 
 #[derive(Deserialize)]
-struct Sibling {
-    rfilename: String,
-    size: Option<u64>,
+pub(crate) struct Sibling {
+    pub(crate) rfilename: String,
+    pub(crate) size: Option<u64>,
     #[serde(rename = "blobId")]
-    blob_id: Option<String>,
-    lfs: Option<SiblingLfs>,
+    pub(crate) blob_id: Option<String>,
+    pub(crate) lfs: Option<SiblingLfs>,
 }
 
 #[derive(Deserialize)]
-struct SiblingLfs {
-    sha256: String,
-    size: Option<u64>,
+pub(crate) struct SiblingLfs {
+    pub(crate) sha256: String,
+    pub(crate) size: Option<u64>,
 }
 
 impl Remote {

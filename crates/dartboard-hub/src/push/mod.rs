@@ -46,6 +46,7 @@ use self::client::{Attempt, Client};
 use self::lfs::Object;
 use self::source::{Content, LocalFile};
 use crate::progress::Progress;
+use crate::remote::{BlobsInfo, Sibling};
 use crate::{HubError, ModelHub, ModelRef};
 
 /// How to push.
@@ -246,28 +247,6 @@ struct CommitAnswer {
     commit_oid: String,
     #[serde(rename = "commitUrl")]
     commit_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RevisionInfo {
-    sha: Option<String>,
-    #[serde(default)]
-    siblings: Vec<Sibling>,
-}
-
-#[derive(Deserialize)]
-struct Sibling {
-    rfilename: String,
-    size: Option<u64>,
-    #[serde(rename = "blobId")]
-    blob_id: Option<String>,
-    lfs: Option<SiblingLfs>,
-}
-
-#[derive(Deserialize)]
-struct SiblingLfs {
-    sha256: String,
-    size: Option<u64>,
 }
 
 /// The largest file sent inline in the commit. The Hub sends everything over 10 MB
@@ -616,7 +595,7 @@ impl Push<'_> {
     }
 
     /// The tree of `revision` with every file's hash.
-    async fn read_back(&self, revision: &str) -> Result<RevisionInfo, HubError> {
+    async fn read_back(&self, revision: &str) -> Result<BlobsInfo, HubError> {
         let client = self.client;
         let mut url = client.api(&["revision", revision]);
         url.set_query(Some("blobs=true"));
@@ -629,12 +608,12 @@ impl Push<'_> {
 }
 
 /// The first file the tree does not hold as prepared: (path, expected, actual).
-fn mismatch(prepared: &[Prepared], info: &RevisionInfo) -> Option<(String, String, String)> {
+fn mismatch(prepared: &[Prepared], info: &BlobsInfo) -> Option<(String, String, String)> {
     let all: Vec<&Prepared> = prepared.iter().collect();
     mismatch_in(&all, info)
 }
 
-fn mismatch_in(prepared: &[&Prepared], info: &RevisionInfo) -> Option<(String, String, String)> {
+fn mismatch_in(prepared: &[&Prepared], info: &BlobsInfo) -> Option<(String, String, String)> {
     let listed: BTreeMap<&str, &Sibling> = info.siblings.iter().map(|s| (s.rfilename.as_str(), s)).collect();
     for p in prepared {
         let expected = describe(p.content.oid(), Some(p.file.size));
