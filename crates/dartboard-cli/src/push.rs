@@ -50,6 +50,9 @@ pub fn run(args: PushArgs) -> Result<()> {
         .push(&args.source, &args.repo, &options, &ConsoleProgress::uploads())
         .with_context(|| format!("cannot push {} to {}", args.source, args.repo))?;
     let target = format!("{}@{}", pushed.repo_id, pushed.branch);
+    // The commit id and URL are the server's words: escape control characters so a
+    // hostile endpoint cannot drive the terminal.
+    let commit = printable(&pushed.commit);
     let mut created = Vec::new();
     if pushed.created_repo {
         created.push("repository");
@@ -63,11 +66,24 @@ pub fn run(args: PushArgs) -> Result<()> {
     if pushed.committed {
         println!(
             "pushed {} files to {target} ({} large files uploaded, {} already on the server): commit {}",
-            pushed.files, pushed.lfs_uploaded, pushed.lfs_present, pushed.commit
+            pushed.files, pushed.lfs_uploaded, pushed.lfs_present, commit
         );
     } else {
-        println!("{target} already holds these {} files: nothing to commit (commit {})", pushed.files, pushed.commit);
+        println!("{target} already holds these {} files: nothing to commit (commit {commit})", pushed.files);
     }
-    println!("{}", pushed.commit_url);
+    println!("{}", printable(&pushed.commit_url));
     Ok(())
+}
+
+fn printable(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_text_cannot_carry_terminal_escapes() {
+        assert_eq!(super::printable("abc\u{1b}[2J\n"), "abc\\u{1b}[2J\\n");
+        assert_eq!(super::printable("https://hub/x/commit/0a1b"), "https://hub/x/commit/0a1b");
+    }
 }
