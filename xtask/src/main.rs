@@ -10,11 +10,13 @@
 //! - `cargo xtask demo`: setup, a release build, `dartboard demo`.
 //! - `cargo xtask prefetch MODEL... [--revision REV]`: download models into the cache
 //!   (for Docker builds; needs no libtorch and builds no model code).
-//! - `cargo xtask bench [--quick] [--corpus | --shapes | --serve]`: dartboard vs
+//! - `cargo xtask bench [--quick] [--corpus | --shapes [--shape NAME] | --serve | --python]`: dartboard vs
 //!   sentence-transformers on this machine; writes `target/bench/*.json` and the
 //!   tables in `docs/benchmarks.md` (`--shapes`: random-weight Qwen3-Embedding-0.6B
 //!   and ModernBERT-base shapes instead of all-MiniLM-L6-v2; `--serve`: `dartboard
-//!   serve` against infinity-emb under concurrent clients).
+//!   serve` against infinity-emb under concurrent clients; `--python`: the wheel's
+//!   `dartboard.Embedder` against sentence-transformers in one process, and the Ray
+//!   job, into `docs/scale-out.md`).
 //! - `cargo xtask wheel [--install]`: the `dartboard` Python wheel into
 //!   `target/wheels/` (`--install`: into the venv too); `test` builds and installs it.
 
@@ -29,7 +31,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick] [--corpus | --shapes | --serve] | wheel [--install]>";
+    "usage: cargo xtask <setup [--cuda] | test [CARGO TEST ARGS...] | demo | prefetch MODEL... [--revision REV] | bench [--quick] [--corpus | --shapes [--shape NAME] | --serve | --python] | wheel [--install]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
