@@ -154,7 +154,13 @@ fn token_file(set: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
 fn read_token_file(path: &Path) -> Option<String> {
     match dartboard_fs::read_to_string_capped(path, dartboard_fs::limits::SETTINGS) {
         Ok(text) => Some(text.replace(['\r', '\n'], "").trim().to_owned()).filter(|t| !t.is_empty()),
-        Err(dartboard_fs::FsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        // Absent, as huggingface_hub takes it: no file, or a path through a file
+        // (HF_HOME pointing at a file is another command's error to report).
+        Err(dartboard_fs::FsError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+        {
+            None
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), "ignoring the token file: {}", error_chain(&e));
             None
@@ -476,6 +482,9 @@ mod tests {
         assert_eq!((moved.token(), moved.token_file()), (None, Some(elsewhere.join("token").as_path())));
         let path = HubConfig::from_lookup(env(vec![("HF_TOKEN_PATH", file.display().to_string())]));
         assert_eq!(path.token(), Some("hf_from_file"));
+        // HF_HOME naming a file: the token path runs through it, which is no token.
+        let through_a_file = HubConfig::from_lookup(env(vec![("HF_HOME", file.display().to_string())]));
+        assert_eq!(through_a_file.token(), None);
         // A FIFO there is not read (it would block): no token, no hang.
         let fifo = home.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
