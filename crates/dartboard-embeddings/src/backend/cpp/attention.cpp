@@ -51,26 +51,14 @@ constexpr int kKeyVectors = 4;
 constexpr int kMaxDimVectors = 8;
 
 // e^x for x ≤ 0 (softmax arguments after subtracting the row maximum), within
-// 2 ulp: x = n·ln2 + r with |r| ≤ ln2/2, a degree-7 polynomial for e^r (Cephes'
-// expf coefficients), then ·2ⁿ by vscalefps. Below -103, where e^x is at most a
+// 2 ulp (`exp_reduced`). Below -103, where e^x is at most a
 // denormal 1e-45, the result is 0; a NaN stays NaN, so a NaN score poisons its row
 // as it does in aten. Inline, it costs a third of a call to libtorch's Sleef exp,
 // which was a fifth of the kernel's time at 256 tokens.
 DARTBOARD_AVX512 inline __m512 exp_nonpositive(__m512 x) {
   const __mmask16 alive = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-103.0f), _CMP_NLT_UQ);
   x = _mm512_max_ps(_mm512_set1_ps(-103.0f), x);  // returns x when x is NaN
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_maskz_mov_ps(alive, _mm512_scalef_ps(p, n));
+  return _mm512_maskz_mov_ps(alive, dartboard::exp_reduced(x));
 }
 
 struct Problem {

@@ -1,6 +1,6 @@
-// AVX-512 building blocks shared by our CPU kernels (attention.cpp,
+// AVX-512 building blocks shared by our CPU kernels (attention.cpp, gated.cpp,
 // layer_norm.cpp, rms_norm.cpp): loads and stores between the model's precision
-// and f32 registers, rounding to that precision in registers, and tail masks.
+// and f32 registers, rounding to that precision in registers, tail masks, and e^x.
 // Functions that use them carry DARTBOARD_AVX512 and run only after
 // `dartboard::avx512_supported()`; the rest of each file is compiled for the
 // baseline CPU.
@@ -81,5 +81,24 @@ inline __mmask16 lanes(int64_t from, int64_t len) {
 }
 
 inline int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// e^x for f32 lanes whose x the caller has already bounded (attention.cpp to
+// [-103, 0], gated.cpp to [-104, 89]): x = n·ln2 + r with |r| ≤ ln2/2, a
+// degree-7 polynomial for e^r (Cephes' expf coefficients), then ·2ⁿ by
+// vscalefps; within 2 ulp. One copy, so both kernels round alike.
+DARTBOARD_AVX512 inline __m512 exp_reduced(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
 
 }  // namespace dartboard

@@ -32,23 +32,12 @@ using dartboard::lanes;
 
 enum class Gate : int32_t { Silu = 0, GeluTanh = 1 };
 
-// e^x for f32 lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by Cephes' polynomial,
-// then 2^n by scalef (which overflows to infinity and underflows to zero as expf
-// does). Inputs are clamped where the result is already 0 or infinity.
+// e^x for f32 lanes (`exp_reduced`, whose scalef overflows to infinity and
+// underflows to zero as expf does). Inputs are clamped where the result is
+// already 0 or infinity.
 DARTBOARD_AVX512 __m512 exp_ps(__m512 x) {
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
+  return dartboard::exp_reduced(x);
 }
 
 // tanh(z) = ±(1 - 2 / (e^{2|z|} + 1)): within about an ulp, and rounded once
